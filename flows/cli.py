@@ -70,6 +70,8 @@ def _ask(args) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # teachers and students load from local files
+    # Prefect's telemetry heartbeat races the temporary server's SQLite ("database is locked").
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     parser = argparse.ArgumentParser(prog="stillhouse", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--root", default=".", help="project folder holding params.yaml and dvc.yaml")
     parser.add_argument("--params", default="params.yaml")

@@ -20,6 +20,7 @@ os.environ["PREFECT_HOME"] = str(_session_tmp / "prefect")
 os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(_session_tmp / "prefect" / "storage")
 os.environ["PREFECT_API_URL"] = ""
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 # The converted-model cache survives across test runs: converting a GGUF is the slow part.
 os.environ.setdefault("STILLHOUSE_CACHE", str(Path.home() / ".cache" / "stillhouse-tests"))
 

@@ -88,7 +88,8 @@ def test_dvc_repro_then_noop_then_only_fairness_and_register(project: Path):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["fairness"]["max_accuracy_gap"] = 0.5
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = json.loads(sh("dvc", "status", "--json", cwd=project).splitlines()[-1])
+    targets = [f"{s}@healthcare" for s in stages]
+    status = json.loads(sh("dvc", "status", "--json", *targets, cwd=project).splitlines()[-1])
     assert set(status) == {"fairness@healthcare"}, status
     log = sh("dvc", "repro", "register@healthcare", cwd=project)
     assert _ran(log) == {"fairness@healthcare", "register@healthcare"}
