@@ -8,6 +8,7 @@ lets the flow skip stages whose deps, params and outs are unchanged, as `dvc rep
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from dvc.repo import Repo
@@ -20,13 +21,14 @@ def stage_name(stage: str, domain: str) -> str:
 
 def is_current(root: str | Path, name: str) -> bool:
     """True when dvc.lock already records this stage with its current deps, params and outs."""
-    with Repo(str(root)) as repo:
+    # DVC resolves dvc.yaml paths against the working directory: work from the project root.
+    with contextlib.chdir(root), Repo(".") as repo:
         return not repo.status(targets=[name])
 
 
 def record(root: str | Path, name: str) -> None:
     """Hash the stage's deps/params/outs into dvc.lock and cache its outs (like `dvc commit -f`)."""
-    with Repo(str(root)) as repo:
+    with contextlib.chdir(root), Repo(".") as repo:
         with repo.scm_context(autostage=True, quiet=True):
             (stage,) = repo.stage.collect(name)
             repo.commit(name, force=True)

@@ -16,6 +16,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 _session_tmp = Path(os.environ.setdefault("STILLHOUSE_TEST_TMP", f"/tmp/stillhouse-tests-{os.getpid()}"))
+(_session_tmp / "prefect" / "storage").mkdir(parents=True, exist_ok=True)
 os.environ["PREFECT_HOME"] = str(_session_tmp / "prefect")
 os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(_session_tmp / "prefect" / "storage")
 os.environ["PREFECT_API_URL"] = ""
