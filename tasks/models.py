@@ -130,3 +130,22 @@ def generate(
         bar.update(len(idx))
     bar.close()
     return results  # type: ignore[return-value]
+
+
+def model_fingerprint(spec: str) -> str:
+    """A cheap identity of what `spec` points at, without converting or loading it.
+
+    GGUF: its path, size and mtime (what `resolve_model` keys its conversion on); a local
+    folder: the name, size and mtime of each file; a hub id: the id itself. Callers that cache
+    model outputs key them on this, so replacing the weights behind the same spec misses.
+    """
+    gguf = _gguf_path(spec)
+    if gguf is not None:
+        stat = gguf.stat()
+        return f"gguf:{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    folder = Path(spec)
+    if folder.is_dir():
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        listing = "\n".join(f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+        return "dir:" + hashlib.sha256(listing.encode()).hexdigest()
+    return f"hub:{spec}"
