@@ -306,8 +306,15 @@ def _diversity(x: np.ndarray, keep: list[int]) -> dict:
     }
 
 
-def condense(rows: list[dict], attributes: tuple[str, ...], params: Condense) -> tuple[list[dict], dict]:
+def run(rows: list[dict], attributes: tuple[str, ...], params: Condense) -> tuple[list[dict], dict]:
     """The kept rows (unchanged, input order) and the report; pure, no files."""
+    # One BLAS thread: thousands of small mat-vecs, where threads only add synchronisation
+    # (measured on 2 busy cores: 10,000 embeddings in 0.65 s vs 1.5-5.7 s with two threads).
+    with threadpool_limits(1):
+        return _condense(rows, attributes, params)
+
+
+def _condense(rows: list[dict], attributes: tuple[str, ...], params: Condense) -> tuple[list[dict], dict]:
     started = time.perf_counter()
     n = len(rows)
     k = min(n, max(1, round(params.ratio * n))) if n else 0
@@ -316,8 +323,7 @@ def condense(rows: list[dict], attributes: tuple[str, ...], params: Condense) ->
     t0 = time.perf_counter()
     x = embed([str(r.get("text", "")) for r in rows], params.seed)
     embed_seconds = time.perf_counter() - t0
-    with threadpool_limits(1):  # thousands of tiny mat-vecs: BLAS threads only add sync overhead
-        keep = select(x, member, k, params.method, [cover, quota], params.seed)
+    keep = select(x, member, k, params.method, [cover, quota], params.seed)
     kept = [rows[i] for i in keep]
     after = Counter(s for i in keep for s in member[i])
     unmet = {f"{a}={v}": q - after.get((a, v), 0) for (a, v), q in quota.items() if after.get((a, v), 0) < q}
@@ -344,7 +350,7 @@ def main(domain: str, params: Params, root: Path) -> dict:
     rows = read_jsonl(stage_dir(root, domain, "synthesize") / "train.jsonl")
     if not rows:
         raise ValueError(f"condense: {stage_dir(root, domain, 'synthesize') / 'train.jsonl'} has no rows")
-    kept, report = condense(rows, get_domain(domain).sensitive_attributes, params.condense)
+    kept, report = run(rows, get_domain(domain).sensitive_attributes, params.condense)
     out = stage_dir(root, domain, "condense")
     write_jsonl(out / "train.jsonl", kept)
     write_json(out / "report.json", {"domain": domain, **report})

@@ -379,7 +379,7 @@ def bf16_copy(model):
 # The stage
 
 
-def distill(
+def run(
     train_rows: list[dict], test_rows: list[dict], domain: Domain, teacher_path: str, params: Distill,
     device: str | None = None,
 ) -> dict:
@@ -486,7 +486,7 @@ def main(domain: str, params: Params, root: Path) -> dict:
     train_rows = read_jsonl(stage_dir(root, domain, "condense") / "train.jsonl")
     test_rows = read_jsonl(stage_dir(root, domain, "synthesize") / "test.jsonl")
     spec = params.synthesize.teacher
-    result = distill(train_rows, test_rows, dom, models.resolve_model(spec), params.distill)
+    result = run(train_rows, test_rows, dom, models.resolve_model(spec), params.distill)
 
     out = stage_dir(root, domain, "distill")
     student_dir = out / "student"

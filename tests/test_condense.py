@@ -68,7 +68,7 @@ def params(method: str = "kcenter", ratio: float = 0.5, seed: int = 0) -> Conden
 @pytest.mark.parametrize("ratio", [0.1, 0.5, 0.75, 1.0])
 def test_exact_size_and_every_group_and_label_kept(method, ratio):
     rows = make_rows(300)
-    kept, report = cz.condense(rows, ATTRS, params(method, ratio))
+    kept, report = cz.run(rows, ATTRS, params(method, ratio))
     assert len(kept) == round(ratio * 300) == report["n_after"]
     assert len({r["id"] for r in kept}) == len(kept)
     assert report["unmet_quotas"] == {}
@@ -88,7 +88,7 @@ def test_exact_size_and_every_group_and_label_kept(method, ratio):
 
 def test_rows_are_unchanged_and_in_input_order():
     rows = make_rows(120)
-    kept, _ = cz.condense(rows, ATTRS, params("kcenter", 0.4))
+    kept, _ = cz.run(rows, ATTRS, params("kcenter", 0.4))
     by_id = {r["id"]: r for r in rows}
     assert all(r == by_id[r["id"]] for r in kept)
     positions = [int(r["id"][1:]) for r in kept]
@@ -98,15 +98,15 @@ def test_rows_are_unchanged_and_in_input_order():
 @pytest.mark.parametrize("method", ["random", "kcenter"])
 def test_deterministic_for_the_seed(method):
     rows = make_rows(200)
-    ids = lambda p: [r["id"] for r in cz.condense(rows, ATTRS, p)[0]]  # noqa: E731
+    ids = lambda p: [r["id"] for r in cz.run(rows, ATTRS, p)[0]]  # noqa: E731
     assert ids(params(method, 0.5, 0)) == ids(params(method, 0.5, 0))
     assert ids(params(method, 0.5, 0)) != ids(params(method, 0.5, 1))
 
 
 def test_kcenter_differs_from_random_and_covers_better():
     rows = make_rows(400, rare=False)
-    _, rnd = cz.condense(rows, ATTRS, params("random", 0.25))
-    _, kc = cz.condense(rows, ATTRS, params("kcenter", 0.25))
+    _, rnd = cz.run(rows, ATTRS, params("random", 0.25))
+    _, kc = cz.run(rows, ATTRS, params("kcenter", 0.25))
     assert kc["diversity"]["cover_radius"] < rnd["diversity"]["cover_radius"]
     assert kc["diversity"]["mean_nn_distance_after"] > rnd["diversity"]["mean_nn_distance_after"]
 
@@ -130,24 +130,24 @@ def test_missing_attribute_is_its_own_group():
     rows = make_rows(50)
     for r in rows[:2]:
         r["groups"].pop("sex")
-    kept, report = cz.condense(rows, ATTRS, params("kcenter", 0.5))
+    kept, report = cz.run(rows, ATTRS, params("kcenter", 0.5))
     assert report["after"]["groups"]["sex"][cz.MISSING] == 2
     assert report["unmet_quotas"] == {}
 
 
 def test_tiny_and_degenerate_inputs():
     rows = make_rows(3, rare=False)
-    kept, report = cz.condense(rows, ATTRS, params("kcenter", 0.5))
+    kept, report = cz.run(rows, ATTRS, params("kcenter", 0.5))
     assert len(kept) == 2
     same = [dict(r, text="") for r in make_rows(10, rare=False)]
-    assert len(cz.condense(same, ATTRS, params("kcenter", 0.5))[0]) == 5
+    assert len(cz.run(same, ATTRS, params("kcenter", 0.5))[0]) == 5
 
 
 def test_ten_thousand_rows_condense_quickly():
     rows = make_rows(10_000, rare=False)
     for method in ("random", "kcenter"):
         t0 = time.perf_counter()
-        kept, report = cz.condense(rows, ATTRS, params(method, 0.75))
+        kept, report = cz.run(rows, ATTRS, params(method, 0.75))
         seconds = time.perf_counter() - t0
         print(f"{method}: 10,000 -> {len(kept)} in {seconds:.1f} s (embedding {report['embedding']['seconds']} s)")
         assert len(kept) == 7500
