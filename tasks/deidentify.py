@@ -591,4 +591,9 @@ def main(domain: str, params: Params, root: Path) -> dict:
         write_jsonl(out_dir / f"{name}.jsonl", records)
     ledger.write(out_dir / "quarantine.jsonl")
     write_json(out_dir / "audit.json", audit)
+    if ledger.quarantined:
+        logging.getLogger("stillhouse").warning(
+            "deidentify@%s: quarantined %d of %d records %s; positions and reasons in %s",
+            domain, len(ledger.quarantined), ledger.n_in, ledger.reasons, out_dir / "quarantine.jsonl",
+        )
     return {**audit["records"], **audit["split"], "records_per_s": audit["records_per_s"]}

@@ -169,7 +169,7 @@ def test_shift_date_keeps_the_format(value, days, expected):
     assert stage.shift_date(value, days) == expected
 
 
-def test_bad_records_are_quarantined_with_counts(tmp_path):
+def test_bad_records_are_quarantined_with_counts(tmp_path, caplog):
     raw = tmp_path / "data" / "healthcare" / "raw"
     raw.mkdir(parents=True)
     rows = health_gen.generate(6, 5)
@@ -190,6 +190,8 @@ def test_bad_records_are_quarantined_with_counts(tmp_path):
     assert not any(value in dumped for row in rows for value in row["phi"])  # positions, never content
     audit = json.loads((folder / "audit.json").read_text())
     assert audit["records"] == {"in": 7, "out": 3, "quarantined": 4, "reasons": summary["reasons"]}
+    warning = " ".join(r.getMessage() for r in caplog.records if r.name == "stillhouse")
+    assert "quarantined 4 of 7 records" in warning and "quarantine.jsonl" in warning
 
 
 def test_all_quarantined_raises_but_writes_the_reasons(tmp_path):
