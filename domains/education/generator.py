@@ -19,7 +19,9 @@ from __future__ import annotations
 import datetime as dt
 import random
 
-from domains.healthcare.generator import AREA_CODES, CITIES, EMAIL_DOMAINS, MONTHS, STREET_SUFFIX, STREETS
+from domains.healthcare.generator import (
+    CITIES, EMAIL_DOMAINS, MONTHS, STREET_SUFFIX, STREETS, digits, phone,
+)
 
 FIRST_F = ("Maya", "Aaliyah", "Sofia", "Emily", "Ximena", "Mei", "Zainab", "Harper", "Imani", "Valentina",
            "Priya", "Chloe", "Naomi", "Camila", "Yuna", "Destiny", "Fiona", "Leilani", "Esmeralda", "Brianna")
@@ -95,19 +97,9 @@ class _Log:
         return value
 
 
-def _digits(rng: random.Random, n: int) -> str:
-    return "".join(rng.choice("0123456789") for _ in range(n))
-
-
-def _phone(rng: random.Random) -> str:
-    area, exch, line = rng.choice(AREA_CODES), str(rng.randint(201, 989)), _digits(rng, 4)
-    exch = "284" if exch.endswith("11") or exch == "555" else exch
-    return rng.choice((f"({area}) {exch}-{line}", f"{area}-{exch}-{line}", f"{area}.{exch}.{line}"))
-
-
 def _student_id(rng: random.Random) -> str:
-    return rng.choice((f"S-{_digits(rng, 7)}", rng.choice("123") + _digits(rng, 8),
-                       f"{_digits(rng, 2)}-{_digits(rng, 5)}", f"STU{_digits(rng, 6)}", _digits(rng, 10)))
+    return rng.choice((f"S-{digits(rng, 7)}", rng.choice("123") + digits(rng, 8),
+                       f"{digits(rng, 2)}-{digits(rng, 5)}", f"STU{digits(rng, 6)}", digits(rng, 10)))
 
 
 def _date(rng: random.Random, d: dt.date) -> str:
@@ -171,18 +163,18 @@ def _one(rng: random.Random) -> dict:
     style = rng.randrange(3)
     if style == 0:
         lines.append(f"Parent/guardian: {plant('NAME', guardian)}, {plant('EMAIL', email)}, "
-                     f"{plant('PHONE', _phone(rng))}")
+                     f"{plant('PHONE', phone(rng))}")
     elif style == 1:
         relation = rng.choice(("mother", "father", "aunt", "grandmother", "guardian"))
         lines.append(f"Guardian {plant('NAME', guardian)} ({relation}) "
-                     f"- cell {plant('PHONE', _phone(rng))}")
+                     f"- cell {plant('PHONE', phone(rng))}")
     else:
         lines.append(f"Contact {plant('NAME', guardian_first)} at {plant('EMAIL', email)} about progress.")
     if rng.random() < 0.25:
         city, state, zip3 = rng.choice(CITIES)
         street = f"{rng.randint(2, 9899)} {rng.choice(STREETS)} {rng.choice(STREET_SUFFIX)}"
         lines.append(f"Home address: {plant('ADDRESS', street)}, {plant('CITY', city)}, {state} "
-                     f"{plant('ZIP', zip3 + _digits(rng, 2))}")
+                     f"{plant('ZIP', zip3 + digits(rng, 2))}")
     if rng.random() < 0.5:
         lines.append(rng.choice(CONTEXT))
     name = first if rng.random() < 0.6 else rng.choice(("Sam", "Alex", "Jordan", "a student", "Chris", "Pat"))

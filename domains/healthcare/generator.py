@@ -178,12 +178,12 @@ class _Note:
         return value
 
 
-def _digits(rng: random.Random, n: int) -> str:
+def digits(rng: random.Random, n: int) -> str:
     return "".join(rng.choice("0123456789") for _ in range(n))
 
 
-def _phone(rng: random.Random) -> str:
-    area, exch, line = rng.choice(AREA_CODES), str(rng.randint(201, 989)), _digits(rng, 4)
+def phone(rng: random.Random) -> str:
+    area, exch, line = rng.choice(AREA_CODES), str(rng.randint(201, 989)), digits(rng, 4)
     if exch in ("555", "211", "311", "411", "511", "611", "711", "811", "911"):
         exch = "284"
     return rng.choice((
@@ -199,10 +199,10 @@ def _ssn(rng: random.Random) -> str:
 
 def _npi(rng: random.Random) -> str:
     """A 10-digit NPI with a valid Luhn check digit over the "80840" prefix (CMS spec)."""
-    body = rng.choice("12") + _digits(rng, 8)
-    digits = [int(c) for c in "80840" + body]
+    body = rng.choice("12") + digits(rng, 8)
+    values = [int(c) for c in "80840" + body]
     total = 0
-    for i, d in enumerate(reversed(digits)):  # the check digit will sit to the right
+    for i, d in enumerate(reversed(values)):  # the check digit will sit to the right
         if i % 2 == 0:
             d *= 2
             d = d - 9 if d > 9 else d
@@ -212,8 +212,8 @@ def _npi(rng: random.Random) -> str:
 
 def _mrn(rng: random.Random) -> str:
     return rng.choice((
-        _digits(rng, 8), _digits(rng, 7), "00" + _digits(rng, 6), rng.choice("EHMK") + _digits(rng, 7),
-        f"{_digits(rng, 3)}-{_digits(rng, 3)}-{_digits(rng, 3)}", f"{_digits(rng, 6)}-{rng.randint(0, 9)}",
+        digits(rng, 8), digits(rng, 7), "00" + digits(rng, 6), rng.choice("EHMK") + digits(rng, 7),
+        f"{digits(rng, 3)}-{digits(rng, 3)}-{digits(rng, 3)}", f"{digits(rng, 6)}-{rng.randint(0, 9)}",
     ))
 
 
@@ -348,7 +348,7 @@ def _one(rng: random.Random, label: str) -> dict:
     optional = []
     city, state, zip3 = rng.choice(CITIES)
     street = f"{rng.randint(2, 9899)} {rng.choice(STREETS)} {rng.choice(STREET_SUFFIX)}"
-    zipc = zip3 + _digits(rng, 2)
+    zipc = zip3 + digits(rng, 2)
     style = rng.randrange(3)
     if style == 0:
         optional.append(f"Lives at {plant('ADDRESS', street)}, {plant('CITY', city)}, {state} {plant('ZIP', zipc)} "
@@ -359,31 +359,31 @@ def _one(rng: random.Random, label: str) -> dict:
         optional.append(f"Resides in {plant('CITY', city)}, {state}; lives alone, independent w/ ADLs.")
     style = rng.randrange(3)
     if style == 0:
-        optional.append(f"Contact: {plant('PHONE', _phone(rng))} (cell).")
+        optional.append(f"Contact: {plant('PHONE', phone(rng))} (cell).")
     elif style == 1:
-        optional.append(f"Best callback # {plant('PHONE', _phone(rng))}.")
+        optional.append(f"Best callback # {plant('PHONE', phone(rng))}.")
     else:
         contact = " ".join(_person(rng, rng.choice(("female", "male"))))
         optional.append(f"Emergency contact: {rng.choice(RELATIONS_F + RELATIONS_M)} {plant('NAME', contact)}, "
-                        f"ph {plant('PHONE', _phone(rng))}.")
+                        f"ph {plant('PHONE', phone(rng))}.")
     style = rng.randrange(3)
     letters = "ABCDEFGHJKLMNPRSTUVWXYZ"
     if style == 0:
-        member = "".join(rng.choice(letters) for _ in range(3)) + _digits(rng, 9)
+        member = "".join(rng.choice(letters) for _ in range(3)) + digits(rng, 9)
         optional.append(f"Insurance: {rng.choice(PLANS)} Member ID {plant('HEALTH_PLAN', member)}.")
     elif style == 1:
-        plan_id = plant("HEALTH_PLAN", _digits(rng, 8) + rng.choice("ABC"))
+        plan_id = plant("HEALTH_PLAN", digits(rng, 8) + rng.choice("ABC"))
         optional.append(f"Health plan ID: {plan_id} ({rng.choice(PLANS)}).")
     else:
-        policy = f"{_digits(rng, 3)}-{_digits(rng, 4)}-{_digits(rng, 4)}"
-        optional.append(f"Acct # {plant('ACCOUNT', _digits(rng, rng.choice((7, 8, 10))))}; "
+        policy = f"{digits(rng, 3)}-{digits(rng, 4)}-{digits(rng, 4)}"
+        optional.append(f"Acct # {plant('ACCOUNT', digits(rng, rng.choice((7, 8, 10))))}; "
                         f"{rng.choice(PLANS)} policy # {plant('HEALTH_PLAN', policy)}.")
     style = rng.randrange(3)
     if style == 0:
         optional.append(f"PCP: Dr. {plant('NAME', f'{doc_first} {doc_last}')}, NPI {plant('NPI', _npi(rng))}, "
-                        f"fax {plant('PHONE', _phone(rng))}.")
+                        f"fax {plant('PHONE', phone(rng))}.")
     elif style == 1:
-        optional.append(f"Records faxed to Dr. {plant('NAME', doc_last)} at {plant('PHONE', _phone(rng))}.")
+        optional.append(f"Records faxed to Dr. {plant('NAME', doc_last)} at {plant('PHONE', phone(rng))}.")
     else:
         service = rng.choice(("cardiology", "hospitalist", "PCP", "on-call"))
         optional.append(f"D/w Dr. {plant('NAME', doc_last)} ({service}), who agrees w/ plan.")
