@@ -39,4 +39,5 @@ ui: install
 	mlflow ui --backend-store-uri sqlite:///$(abspath mlruns.db)
 
 clean:
-	rm -rf data/*/deidentify data/*/synthesize data/*/condense data/*/distill data/*/fairness data/*/register
+	rm -rf data/*/deidentify data/*/synthesize data/*/condense data/*/distill data/*/fairness data/*/guard \
+		data/*/register logs

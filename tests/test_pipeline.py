@@ -1,8 +1,8 @@
 """End to end on tiny settings: both drivers, in a temporary git + DVC project.
 
-DVC: `dvc repro` runs all six stages, a second repro is a no-op, a fairness threshold change
-reruns only fairness and register. Prefect: the flow runs the same stages under the test
-harness, after which `dvc status` is clean and the model loads back from the registry by alias.
+DVC: `dvc repro` runs all seven stages, a second repro is a no-op, a fairness threshold change
+reruns only fairness, the leak guard (it scans the fairness report) and register. Prefect: the
+flow runs the same stages under the test harness, after which `dvc status` is clean and the model loads back from the registry by alias.
 """
 
 from __future__ import annotations
@@ -75,9 +75,9 @@ def _ran(log: str) -> set[str]:
     return {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")}
 
 
-def test_dvc_repro_then_noop_then_only_fairness_and_register(project: Path):
+def test_dvc_repro_then_noop_then_only_fairness_guard_and_register(project: Path):
     log = sh("dvc", "repro", "register@healthcare", cwd=project)
-    stages = ["deidentify", "synthesize", "condense", "distill", "fairness", "register"]
+    stages = ["deidentify", "synthesize", "condense", "distill", "fairness", "guard", "register"]
     assert _ran(log) == {f"{s}@healthcare" for s in stages}
     reg = json.loads((project / "data/healthcare/register/registration.json").read_text())
     assert reg["version"] and "challenger" in reg["aliases"]
@@ -92,7 +92,7 @@ def test_dvc_repro_then_noop_then_only_fairness_and_register(project: Path):
     status = json.loads(sh("dvc", "status", "--json", *targets, cwd=project).splitlines()[-1])
     assert set(status) == {"fairness@healthcare"}, status
     log = sh("dvc", "repro", "register@healthcare", cwd=project)
-    assert _ran(log) == {"fairness@healthcare", "register@healthcare"}
+    assert _ran(log) == {"fairness@healthcare", "guard@healthcare", "register@healthcare"}
 
 
 def test_prefect_flow_records_stages_in_dvc_lock(project: Path):
@@ -102,7 +102,7 @@ def test_prefect_flow_records_stages_in_dvc_lock(project: Path):
 
     with prefect_test_harness(server_startup_timeout=120):
         summaries = pipeline(domain="education", root=str(project))
-    assert set(summaries) == {"deidentify", "synthesize", "condense", "distill", "fairness", "register"}
+    assert set(summaries) == {"deidentify", "synthesize", "condense", "distill", "fairness", "guard", "register"}
     status = json.loads(sh("dvc", "status", "--json", *[f"{s}@education" for s in summaries], cwd=project)
                         .splitlines()[-1])
     assert status == {}, status

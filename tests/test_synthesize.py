@@ -208,15 +208,15 @@ def tiny_params(batch_size: int = 4, max_new_tokens: int = 12) -> Params:
 
 @pytest.fixture
 def count_generate(monkeypatch):
-    """Wrap models.generate: record the prompts of every call."""
+    """Wrap models.sample (what the transformers teacher calls): record the prompts of every call."""
     calls: list[list[str]] = []
-    real = models.generate
+    real = models.sample
 
     def counting(model, tok, prompts, **kw):
         calls.append(list(prompts))
         return real(model, tok, prompts, **kw)
 
-    monkeypatch.setattr(models, "generate", counting)
+    monkeypatch.setattr(models, "sample", counting)
     return calls
 
 
@@ -238,6 +238,7 @@ def test_stage_end_to_end_keeps_every_record(tmp_path, domain, count_generate):
         rows = read_jsonl(out / f"{split}.jsonl")
         assert [r["id"] for r in rows] == [r["id"] for r in records]  # rows in = rows out, same order
         added = {"train": {"kept"}, "test": {"correct"}}[split] | {"teacher_output", "teacher_answer", "rationale"}
+        added |= {"teacher", "agreement", "teacher_votes", "teacher_confidence", "teacher_entropy", "star"}
         for rec, row in zip(records, rows):
             assert set(row) == set(rec) | added and {k: row[k] for k in rec} == rec
             assert row["rationale"] is None or row["teacher_answer"] == rec["label"]
@@ -253,7 +254,11 @@ def test_stage_end_to_end_keeps_every_record(tmp_path, domain, count_generate):
         assert counts["completion_tokens"] > 0 and counts["prompt_tokens"] > 0
     assert report["teacher"]["spec"] == TINY_TEACHER and Path(report["teacher"]["path"]).is_dir()
     assert report["templates_sha256"] == syn.templates_hash(get_domain(domain))
-    assert report["generation"] == {"batch_size": 4, "max_new_tokens": 12, "dtype": "float32", "greedy": True}
+    assert {k: report["generation"][k] for k in ("batch_size", "max_new_tokens", "dtype", "greedy", "samples")} == {
+        "batch_size": 4, "max_new_tokens": 12, "dtype": "float32", "greedy": True, "samples": 1}
+    (acct,) = report["teachers"].values()
+    assert (acct["requests"], acct["generated"], acct["reused"]) == (40, 40, 0)
+    assert acct["completion_tokens"] == report["total"]["completion_tokens"] > 0
     assert report["this_run"] == {**report["this_run"], "generated": 40, "reused": 0}
     assert report["total"]["completion_tokens_per_s"] > 0
     assert sum(len(c) for c in count_generate) == 40 and max(len(c) for c in count_generate) == 4
@@ -269,7 +274,7 @@ def test_rerun_of_a_finished_synthesis_generates_nothing(tmp_path, monkeypatch):
         raise AssertionError("a finished synthesis loaded the teacher or generated")
 
     monkeypatch.setattr(models, "load_causal_lm", forbidden)
-    monkeypatch.setattr(models, "generate", forbidden)
+    monkeypatch.setattr(models, "sample", forbidden)
     summary = syn.main("healthcare", tiny_params(), root)
     assert (summary["generated"], summary["reused"]) == (0, 40)
     assert {s: read_jsonl(root / "data/healthcare/synthesize" / f"{s}.jsonl") for s in syn.SPLITS} == first
@@ -314,13 +319,13 @@ from pathlib import Path
 sys.path.insert(0, {tests!r})
 from test_synthesize import tiny_params
 from tasks import models, synthesize
-real, calls = models.generate, []
+real, calls = models.sample, []
 def generate_then_die(*args, **kw):
     calls.append(1)
     if len(calls) == 2:  # the first batch is in the cache: die hard, as a killed job would
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*args, **kw)
-models.generate = generate_then_die
+models.sample = generate_then_die
 synthesize.main("education", tiny_params(), Path({root!r}))
 """
 

@@ -10,9 +10,10 @@ pattern helpers are shared with the healthcare domain.
 
 from __future__ import annotations
 
-from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer
+from presidio_analyzer import EntityRecognizer, Pattern
 
 from domains.healthcare.recognizers import (
+    AnchoredRecognizer,
     city_state_zip,
     clinical_dates,
     labeled,
@@ -41,7 +42,7 @@ def recognizers() -> list[EntityRecognizer]:
         labeled("STUDENT_ID", "StudentIdRecognizer",
                 r"student|stu|district|state|LASID|SASID|ID|pupil|learner|ID#", student_id, 0.85,
                 context=["student", "id", "district"]),
-        PatternRecognizer(supported_entity="STUDENT_ID", name="StudentIdShapeRecognizer", patterns=[
+        AnchoredRecognizer(supported_entity="STUDENT_ID", name="StudentIdShapeRecognizer", patterns=[
             Pattern("S-1234567", r"(?-i:\b(?:S|STU)-?\d{6,9}\b)", 0.7),
             Pattern("9-digit district id (weak)", r"\b\d{9,10}\b", 0.2),
         ], context=["student", "id", "district", "lasid"]),
@@ -53,7 +54,7 @@ def recognizers() -> list[EntityRecognizer]:
                     r"uncle|grandmother|grandfather|contact|name|referred\sby|case\smanager|STUDENT"),
         labeled("PHONE_NUMBER", "LabeledPhoneRecognizer", r"ph|phone|tel|cell|mobile|home|work|text|call|at",
                 r"(?:\+1[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]?\d{4}\b", 0.75),
-        PatternRecognizer(supported_entity="PHONE_NUMBER", name="UsPhoneShapeRecognizer", patterns=[
+        AnchoredRecognizer(supported_entity="PHONE_NUMBER", name="UsPhoneShapeRecognizer", patterns=[
             Pattern("(617) 284-3310 / 617-284-3310", r"(?<![\d-])(?:\+1[\s.-]?)?\(\d{3}\)\s?\d{3}-\d{4}\b|"
                     r"(?<![\d/-])\d{3}([.-])\d{3}\1\d{4}\b", 0.6)]),
         clinical_dates(),
