@@ -24,6 +24,7 @@ Speed: notes/s of the analysis alone (models loaded before the clock starts), an
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -57,20 +58,25 @@ _WEEKDAY = re.compile(r"(?i)(?:mon|tues|wednes|thurs|fri|satur|sun)day")
 _ISO_TIME = re.compile(r"(\d{4}-\d\d-\d\d)[ T]\d\d:\d\d(?::\d\d)?")
 
 
+@functools.lru_cache(maxsize=1)
+def _kept_places() -> frozenset[str]:
+    """Countries and US states (Faker's lists): Safe Harbor lets a record keep them."""
+    from faker.providers.address.en_US import Provider
+
+    return frozenset(p.lower() for p in (*Provider.countries, *Provider.states, "United States", "USA", "UK"))
+
+
 def safe_harbor_view(span: dict, text: str) -> dict:
     """Presidio's gold marks some values Safe Harbor lets a de-identified record keep (45 CFR
     164.514(b)(2)(i)(B), (C)): a year, a weekday or a clock time alone, a country or US state, an
     age under 90. Those become "PERMITTED" (scored under "other"); "2006-04-07 09:00:27" keeps its date."""
-    from faker.providers.address.en_US import Provider
-
     value, kind = text[span["start"]:span["end"]], span["entity_type"]
-    places = {p.lower() for p in (*Provider.countries, *Provider.states, "United States", "USA", "UK")}
     if kind == "DATE_TIME" and (re.fullmatch(r"(?:19|20)\d\d|\d{1,2}:\d\d(?::\d\d)?", value)
                                 or _WEEKDAY.fullmatch(value)):
         return {**span, "entity_type": "PERMITTED"}
     if kind == "DATE_TIME" and (m := _ISO_TIME.fullmatch(value)):
         return {**span, "end": span["start"] + len(m[1])}
-    if kind == "GPE" and value.lower() in places or kind == "AGE" and value.isdigit() and int(value) < 90:
+    if kind == "GPE" and value.lower() in _kept_places() or kind == "AGE" and value.isdigit() and int(value) < 90:
         return {**span, "entity_type": "PERMITTED"}
     return span
 

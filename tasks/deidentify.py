@@ -241,9 +241,10 @@ class _NerOnMixedCase:
 
     def pipe(self, texts, batch_size: int = 64, **kwargs):
         texts = list(texts)
-        docs = iter(self.nlp.pipe([t for t in texts if not self._skip(t)], batch_size=batch_size, **kwargs))
-        for text in texts:
-            yield self.nlp.make_doc(text) if self._skip(text) else next(docs)
+        skip = [self._skip(t) for t in texts]
+        docs = iter(self.nlp.pipe([t for t, s in zip(texts, skip) if not s], batch_size=batch_size, **kwargs))
+        for text, s in zip(texts, skip):
+            yield self.nlp.make_doc(text) if s else next(docs)
 
 
 @functools.lru_cache(maxsize=2)
