@@ -172,11 +172,15 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
     """
 
     CANDIDATE = re.compile(r"(?<![\w+])(?:\+|\()?\d[\d ().\-/]{5,22}\d")
+    # Dates, IPs, blood gases and SSNs are most digit runs in a note; no region reads them as
+    # phones, so each would cost all eight matcher passes
+    NOT_PHONE = re.compile(r"\d{1,2}/\d{1,2}/\d{2,4}\b|\d{4}-\d{2}-\d{2}\b|\d{1,3}(?:\.\d{1,3}){3}\b|"
+                           r"\d\.\d{2}/|\d{3}-\d{2}-\d{4}$")
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts = None) -> list[RecognizerResult]:
         results = []
         for candidate in self.CANDIDATE.finditer(text):
-            if not 7 <= sum(c.isdigit() for c in candidate.group()) <= 15:
+            if not 7 <= sum(c.isdigit() for c in candidate.group()) <= 15 or self.NOT_PHONE.match(candidate.group()):
                 continue
             offset = max(0, candidate.start() - 1)  # "+" or "(" may sit just before the run
             for region in self.supported_regions:  # the first region that reads it as a number wins
@@ -219,12 +223,38 @@ def is_upper_case(text: str) -> bool:
     return sum(c.isupper() for c in letters) > 0.8 * max(len(letters), 1)
 
 
-class _NerOnMixedCase:
-    """A spaCy pipeline that runs NER on mixed-case texts only; UPPER-CASE notes are only tokenized.
+# Where spaCy's NER is worth running: a sentence or line with a capitalised word (letters in lower
+# case too, so not an abbreviation) that is neither a stop word nor an allowed clinical term.
+# Elsewhere the small model finds no PERSON or place in mixed-case text that `select_spans` keeps.
+_SENTENCE = re.compile(r"[^\n]+?(?:(?<![A-Z][a-z])(?<!\b[A-Za-z])[.!?](?=\s)|$)", re.M)
+_CAPITALISED = re.compile(r"(?<![\w'])[A-Z\u00C0-\u00DE\u0100-\u024F\u0391-\u03A9\u0410-\u042F]"
+                          r"[\w'\-]*[a-z\u00DF-\u00FF\u0101-\u024F\u03AC-\u03CE\u0430-\u044F]")
 
-    spaCy's small model reads case: on an all-caps note it tags verbs and nouns as people, and
-    `select_spans` drops those guesses anyway, so skipping it there saves its cost (names in
-    such notes come from the patterns, which are anchored on roles and labels).
+
+@functools.lru_cache(maxsize=1)
+def _common_words() -> frozenset[str]:
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    from domains.healthcare.recognizers import ALLOW  # education reuses these clinical terms
+    return frozenset(w.lower() for w in STOP_WORDS) | ALLOW
+
+
+def ner_segments(text: str) -> list[tuple[int, int]]:
+    """(start, end) of the sentences or lines of `text` that may hold a name or place for NER."""
+    common = _common_words()
+    return [m.span() for m in _SENTENCE.finditer(text)
+            if any(w.group().lower() not in common for w in _CAPITALISED.finditer(m.group()))]
+
+
+class _NerOnMixedCase:
+    """A spaCy pipeline that runs NER only where it can find something; elsewhere it only tokenizes.
+
+    UPPER-CASE notes (nursing style) are only tokenized: spaCy's small model reads case, tags
+    their verbs and nouns as people, and `select_spans` drops those guesses anyway (names there
+    come from the patterns, anchored on roles and labels). In mixed-case notes NER reads only
+    the sentences `ner_segments` picks (about a third of a clinical note) and its entities are
+    placed back on the whole note: spaCy's NER looks a few tokens around each word, so a
+    sentence on its own gets the same entities as in its note.
     """
 
     def __init__(self, nlp, ner: bool = True):
@@ -233,18 +263,28 @@ class _NerOnMixedCase:
     def __getattr__(self, name):
         return getattr(self.nlp, name)
 
-    def _skip(self, text: str) -> bool:
-        return not self.ner or is_upper_case(text)
+    def _segments(self, text: str) -> list[tuple[int, int]]:
+        return [] if not self.ner or is_upper_case(text) else ner_segments(text)
 
     def __call__(self, text: str):
-        return self.nlp.make_doc(text) if self._skip(text) else self.nlp(text)
+        return next(self.pipe([text]))
 
     def pipe(self, texts, batch_size: int = 64, **kwargs):
         texts = list(texts)
-        skip = [self._skip(t) for t in texts]
-        docs = iter(self.nlp.pipe([t for t, s in zip(texts, skip) if not s], batch_size=batch_size, **kwargs))
-        for text, s in zip(texts, skip):
-            yield self.nlp.make_doc(text) if s else next(docs)
+        segments = [self._segments(t) for t in texts]
+        tagged = iter(self.nlp.pipe([t[s:e] for t, spans in zip(texts, segments) for s, e in spans],
+                                    batch_size=batch_size, **kwargs))
+        for text, spans in zip(texts, segments):
+            doc = self.nlp.make_doc(text)
+            ents = []
+            for start, _ in spans:
+                for ent in next(tagged).ents:
+                    span = doc.char_span(start + ent.start_char, start + ent.end_char, label=ent.label_,
+                                         alignment_mode="expand")
+                    if span is not None and (not ents or span.start >= ents[-1].end):
+                        ents.append(span)
+            doc.set_ents(ents, default="outside")
+            yield doc
 
 
 @functools.lru_cache(maxsize=2)

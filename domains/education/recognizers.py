@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from presidio_analyzer import EntityRecognizer, Pattern
 
+from domains.healthcare.addresses import addresses
 from domains.healthcare.recognizers import (
     AnchoredRecognizer,
     city_state_zip,
@@ -60,4 +61,5 @@ def recognizers() -> list[EntityRecognizer]:
         clinical_dates(),
         street_addresses(),
         *city_state_zip(),
+        *addresses(),
     ]

@@ -109,9 +109,12 @@ class AnchoredRecognizer(PatternRecognizer):
     same spans (up to overlapping anchors) several times faster. Other patterns run as in Presidio.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, gate: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         flags = self.global_regex_flags
+        # a cheap regex that any text with a match must contain (e.g. a street word before a number):
+        # texts without it skip the recognizer's patterns
+        self._gate = regex.compile(gate, flags) if gate else None
         self._compiled = []
         for p in self.patterns:
             split = _split_lookbehind(p.regex)
@@ -120,6 +123,8 @@ class AnchoredRecognizer(PatternRecognizer):
 
     def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):
         results = []
+        if self._gate is not None and not self._gate.search(text):
+            return results
         for p, (anchor, value) in zip(self.patterns, self._compiled):
             if anchor is None:
                 spans = [m.span() for m in value.finditer(text)]
@@ -489,6 +494,8 @@ def places() -> list[AnchoredRecognizer]:
 
 def recognizers() -> list[EntityRecognizer]:
     """Healthcare recognizers added to Presidio's predefined ones (see `ENTITIES`)."""
+    from domains.healthcare.addresses import addresses  # it builds on the helpers above
+
     mrn_labels = (rf"MRN|MR|Med\.?{SP}?Rec(?:ord)?|Medical{SP}Record|Hosp(?:ital)?|Chart|Patient{SP}ID|Pt{SP}ID|"
                   rf"CSN|Encounter")
     return [
@@ -534,11 +541,18 @@ def recognizers() -> list[EntityRecognizer]:
             Pattern("self-introduction", rf"(?<=\b(?i:my{SP}name{SP}is|name{SP}is|i'?m|i{SP}am|this{SP}is|call{SP}me|"
                     rf"named|speak{SP}(?:to|with)|talk{SP}to|ask{SP}for|my{SP}(?:kid|son|daughter|wife|husband)){SP})"
                     rf"{NAME}", 0.65),
+            Pattern("asked name", rf"(?<=\b(?i:(?:last|first|maiden|middle|full){SP}name|surname)(?:{SP}is|\?|:){SP}{{1,3}})"
+                    rf"{NAME}", 0.65),
+            # lower-case chat ("my name is lena andersson"): only after cues that leave no doubt
+            Pattern("lower-case self-introduction", rf"(?<=\b(?-i:my{SP}name{SP}is|my{SP}name's|call{SP}me|"
+                    rf"(?:last|first|maiden|middle|full){SP}name{SP}is|name{SP}on{SP}the{SP}account{SP}is){SP})"
+                    rf"{LOWER_NAME}", 0.6),
             Pattern("by + full name", rf"(?<=\b(?i:by){SP}){NAME_TOKEN}(?:{SP}{INITIAL})?{SP}{NAME_TOKEN}", 0.6),
         ]),
         *clinical_identifiers(),
         *contact_numbers(),
         *places(),
+        *addresses(),
         UsNpiRecognizer(),
         UsHealthInsuranceMemberIdRecognizer(),
         UsMbiRecognizer(),
