@@ -20,7 +20,10 @@ Checked: every text file under data/<domain>/{deidentify,synthesize,condense,dis
 on held-out prompts in distill/predictions.jsonl, the student's config and tokenizer files, every
 report, metric and plot table), the synthesis cache (.cache/synthesize/<domain>/) and the stage
 logs logs/<domain>/*.log (the flow and `stillhouse stage` write them). `check_tree()` checks any
-folder the same way (register calls it on its MLflow run's artifacts before creating a version).
+folder the same way (register calls it on its MLflow run's artifacts before creating a version);
+files whose SHA-256 the passed guard report lists are not read twice, and since every other file
+register logs is built from those files and params, it checks them without re-detection (the
+analyzer's pass over the raw notes is the guard's largest cost).
 
 Matching (a guard that cries wolf gets switched off, so precision matters):
   - text is compared as lower-case word tokens (`\\w+`), numbers as their digits alone, so
@@ -47,6 +50,7 @@ raised, so `dvc repro` and the Prefect flow stop before register.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -412,9 +416,10 @@ class Scanner:
 
 
 def scan_paths(paths: Iterable[tuple[Path, str]], identifiers: Identifiers, raw_left: dict[str, str] | None = None,
-               deidentified: dict[str, str] | None = None) -> tuple[dict[str, dict], list[Leak]]:
-    """Scan (path, name in the report) pairs; folders are walked for text files. Returns per-file
-    counts and every leak. `raw_left` / `deidentified` (text per record id) excuse surrogates."""
+               deidentified: dict[str, str] | None = None, skip: set[Path] = frozenset()) -> tuple[dict[str, dict], list[Leak]]:
+    """Scan (path, name in the report) pairs; folders are walked for text files (but `skip`).
+    Returns per-file counts and SHA-256, and every leak. `raw_left` / `deidentified` (text per
+    record id) excuse surrogates."""
     scanner = Scanner(identifiers, raw_left, deidentified)
     files, leaks = {}, []
     for path, name in paths:
@@ -424,10 +429,10 @@ def scan_paths(paths: Iterable[tuple[Path, str]], identifiers: Identifiers, raw_
         targets = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for target in targets:
             label = name if target == path else f"{name}/{target.relative_to(path).as_posix()}"
-            if target.name.startswith(".") or target.name in NOT_SCANNED or not _is_text(target):
+            if target.name.startswith(".") or target.name in NOT_SCANNED or target in skip or not _is_text(target):
                 continue
             n, found = scanner.file(target, label)
-            files[label] = {"lines": n, "leaks": len(found)}
+            files[label] = {"lines": n, "leaks": len(found), "sha256": _sha256(target)}
             leaks += found
     return files, leaks
 
@@ -466,15 +471,35 @@ def _fail(where: str, files: dict[str, dict], leaks: list[Leak]) -> LeakError:
     return LeakError(message, leaks)
 
 
-def check_tree(tree: Path, domain: Domain | str, params: Params, root: Path) -> dict:
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def verified_hashes(report: dict) -> set[str]:
+    """SHA-256 of the files a passed guard report scanned and found clean."""
+    if not report.get("passed"):
+        return set()
+    return {f["sha256"] for f in report.get("files", {}).values() if f.get("sha256") and not f.get("leaks")}
+
+
+def check_tree(tree: Path, domain: Domain | str, params: Params, root: Path, verified: set[str] = frozenset()) -> dict:
     """Scan every text file under `tree` (e.g. an MLflow run's artifacts, before a model version
-    is created) for the identifiers of `domain`'s pipeline; raise `LeakError` on any leak."""
+    is created) for the identifiers of `domain`'s pipeline; raise `LeakError` on any leak.
+
+    `verified`: SHA-256 of files the guard stage already passed (`verified_hashes`); those are
+    skipped, and with any given the rest are checked without re-detection (see the docstring).
+    """
     domain = get_domain(domain) if isinstance(domain, str) else domain
+    tree = Path(tree)
+    skipped = [p for p in tree.rglob("*") if p.is_file() and verified and _sha256(p) in verified]
+    if verified:
+        params = params.model_copy(update={"guard": params.guard.model_copy(update={"redetect": False})})
     identifiers, _ = build_identifiers(domain, params, Path(root))
-    files, leaks = scan_paths([(Path(tree), Path(tree).name)], identifiers)
+    files, leaks = scan_paths([(tree, tree.name)], identifiers, skip=set(skipped))
     if leaks:
         raise _fail(f"guard@{domain.name} ({tree})", files, leaks)
-    return {"files": len(files), "identifiers": len(identifiers), "leaks": 0}
+    return {"files": len(files), "verified": len(skipped), "identifiers": len(identifiers),
+            "redetect": params.guard.redetect, "leaks": 0}
 
 
 # -- the stage -------------------------------------------------------------------------------

@@ -190,6 +190,24 @@ def test_check_tree_scans_a_folder_like_mlflow_artifacts(tmp_path: Path):
         guard.check_tree(tree, "healthcare", params, tmp_path)
 
 
+def test_check_tree_skips_what_the_guard_passed_and_still_catches_new_files(tmp_path: Path):
+    rows = generate(6, 1)
+    write_jsonl(tmp_path / "data/healthcare/raw/notes.jsonl", rows)
+    params = stage_params("notes.jsonl")
+    tree = tmp_path / "artifacts"
+    tree.mkdir()
+    email = next(v for row in rows for t, v in zip(row["phi_types"], row["phi"]) if t == "EMAIL")
+    (tree / "metrics.json").write_text('{"accuracy": 0.7}\n')
+    passed = {"passed": True, "files": {"data/healthcare/fairness/metrics.json": {
+        "lines": 1, "leaks": 0, "sha256": guard._sha256(tree / "metrics.json")}}}
+    assert guard.verified_hashes({**passed, "passed": False}) == set()
+    result = guard.check_tree(tree, "healthcare", params, tmp_path, guard.verified_hashes(passed))
+    assert result["verified"] == 1 and result["files"] == 0 and result["redetect"] is False
+    (tree / "model_card.md").write_text(f"Example: contact {email}\n")  # built after the guard ran
+    with pytest.raises(guard.LeakError, match="model_card.md"):
+        guard.check_tree(tree, "healthcare", params, tmp_path, guard.verified_hashes(passed))
+
+
 # -- end to end ------------------------------------------------------------------------------
 
 def _registered(db: Path) -> list:
