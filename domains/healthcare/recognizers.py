@@ -105,8 +105,8 @@ class AnchoredRecognizer(PatternRecognizer):
     """Presidio's PatternRecognizer, with look-behind-anchored patterns run anchor first.
 
     `(?<=MRN:\\s*)\\d+` makes the regex engine try the look-behind at every character of the
-    note; searching the anchors ("MRN:") once and matching the value where each ends finds the
-    same spans (up to overlapping anchors) several times faster. Other patterns run as in Presidio.
+    note; searching the anchors ("MRN:", each followed by its value) once and matching the value
+    where each ends finds the same spans (up to overlapping anchors) several times faster. Other patterns run as in Presidio.
     """
 
     def __init__(self, *args, gate: str | None = None, **kwargs):
@@ -118,8 +118,10 @@ class AnchoredRecognizer(PatternRecognizer):
         self._compiled = []
         for p in self.patterns:
             split = _split_lookbehind(p.regex)
-            self._compiled.append((regex.compile(split[0], flags), regex.compile(split[1], flags)) if split
-                                  else (None, regex.compile(p.regex, flags)))
+            # the anchor carries a look-ahead for the value, so that among its alternatives ("ph|phone")
+            # the search backtracks to one the value follows, as the look-behind form would
+            self._compiled.append((regex.compile(f"(?:{split[0]})(?={split[1]})", flags), regex.compile(split[1], flags))
+                                  if split else (None, regex.compile(p.regex, flags)))
 
     def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):
         results = []
@@ -169,6 +171,12 @@ STOP = ("AT|TO|IN|ON|FOR|WITH|AND|OR|OF|THE|IS|WAS|WHO|HAS|HAD|FROM|BY|RE|CALLED
 UP, LO = r"\p{Lu}", r"\p{Ll}"  # any script's capital and small letters ("Phạm", "ĐẶNG", "Núñez")
 NAME_TOKEN = (rf"(?!(?i:{STOP})\b)(?-i:{UP}[{UP}'’]*{UP}(?:-{UP}+)?(?![{LO}])|"  # "D'ANGELO" before "D'"
               rf"{UP}[{LO}'’]+(?:{UP}{LO}+)?(?:-{UP}?{LO}+)?)")
+# Words that start or end a "Title X Title" phrase without being a name
+NOT_FIRST_NAMES = (r"vitamin|hepatitis|factor|type|group|grade|class|stage|phase|lead|leads|zone|level|levels|part|"
+                   r"plan|appendix|figure|table|section|room|bed|unit|units|ward|floor|lot|batch|model|series|"
+                   r"vaccine|antibody|antigen|deficiency|protein|strep|streptococcus|influenza|flu|blood|cell|cells|"
+                   r"test|panel|score|scale|criteria|tier|block|dose|step|day|week|question|problem|item|page|"
+                   r"chapter|lesson|module|round|string|result|results|positive|negative|status|mode|team|wing")
 PARTICLE = r"(?-i:de|da|das|do|dos|del|della|di|du|van|von|der|den|ten|la|le|bin|ibn|al|el|y)"
 INITIAL = rf"(?-i:{UP})\."
 # "Patel", "K. Olsen", "Aisha Patel", "Amber J. Young", "María Elena Amaya", "Alana das Neves"
@@ -217,7 +225,7 @@ LOWER_CUES = (r"(?-i:hcp|nok|pt's (?:son|daughter|wife|husband|mother|father|sis
               r"granddaughter)|dr\.|signed:|dictated by:|sw|spoke with pt|examined|pt)")
 
 
-ROLE_SEP = rf"(?:{SP}?[:\-(]{SP}{{0,2}}|{SP}{{1,2}})"  # "husband John", "Patient: Ana", never "RE" + "STING"
+ROLE_SEP = rf"(?:{SP}?[:\-(]{SP}{{0,6}}|{SP}{{1,2}})"  # "husband John", "Patient: Ana", never "RE" + "STING"
 
 
 def role_person(roles: str, name: str = "RolePersonRecognizer") -> AnchoredRecognizer:
@@ -373,9 +381,10 @@ def contact_numbers() -> list[AnchoredRecognizer]:
     """Phone, fax and pager numbers after their label, with extensions, 7-digit local numbers and
     international groupings ("+41 (0)96 471 07 95", "78 651 450")."""
     labels = (r"ph|phone|tel|telephone|cell|mobile|fax|home|work|office|desk|callback|cb|call|contact|"
-              r"reach(?:ed)?{SP}at|answering{SP}at|registered|text|whatsapp|number").replace("{SP}", SP)
+              r"reach(?:ed)?{SP}(?:me{SP})?(?:at|on)|answering{SP}at|registered|text|whatsapp|number|"
+              r"(?:call|text|ring){SP}(?:me|us){SP}(?:at|on)|messages{SP}to").replace("{SP}", SP)
     # "+41 (0)96 471 07 95", "(37) 788-063", "+447700 921 916", "21 284 698 2548", "467 3395"
-    international = r"(?:\+|\()?\d{1,4}\)?(?:[ .\-]?\(0\)[ .\-]?\d{1,4}|[ .\-]?\d{2,5})(?:[ .\-]\d{2,5}){0,4}"
+    international = r"(?:\+|\()?\d{1,4}\)?(?:[ .\-]?\(0\)[ .\-]?\d{1,4}|[ .\-]?\d{2,6})(?:[ .\-]\d{2,5}){0,4}"
     return [
         labeled("PHONE_NUMBER", "LabeledContactNumberRecognizer", labels,
                 rf"(?:{PHONE_US}{EXTENSION}|\d{{3}}[-.]\d{{4}}\b|{international}(?<=(?:\d\D*){{6}}))", 0.75,
@@ -547,7 +556,11 @@ def recognizers() -> list[EntityRecognizer]:
             Pattern("lower-case self-introduction", rf"(?<=\b(?-i:my{SP}name{SP}is|my{SP}name's|call{SP}me|"
                     rf"(?:last|first|maiden|middle|full){SP}name{SP}is|name{SP}on{SP}the{SP}account{SP}is){SP})"
                     rf"{LOWER_NAME}", 0.6),
-            Pattern("by + full name", rf"(?<=\b(?i:by){SP}){NAME_TOKEN}(?:{SP}{INITIAL})?{SP}{NAME_TOKEN}", 0.6),
+            Pattern("by + full name", rf"(?<=\b(?i:by):?{SP}{{1,6}}){NAME_TOKEN}(?:{SP}{INITIAL})?{SP}{NAME_TOKEN}", 0.6),
+            # "Ravil G Yefimov", "Ella H. Snider": first name, middle initial, surname, in any sentence
+            # (not "Vitamin D Level", "Hepatitis B Vaccine", "Factor V Leiden")
+            Pattern("first + initial + last", rf"(?<![\p{{L}}'’.])(?!(?i:{NOT_FIRST_NAMES})\b)(?-i:{UP}{LO}+{SP}{UP}\.?{SP}"
+                    rf"(?!(?i:{NOT_FIRST_NAMES})\b){UP}{LO}{{2,}}(?:-{UP}{LO}+)?)(?![\p{{L}}'’])", 0.6),
         ]),
         *clinical_identifiers(),
         *contact_numbers(),
