@@ -14,7 +14,7 @@ from __future__ import annotations
 import pycountry
 from presidio_analyzer import Pattern
 
-from domains.healthcare.recognizers import NOT_TOWNS, SP, STATES, AnchoredRecognizer
+from domains.healthcare.recognizers import NOT_TOWNS, SP, STATES, STREET_SUFFIXES, AnchoredRecognizer
 
 # Street types written before the name (Romance, Slavic, Greek formats): "Via Tasso 129". Case
 # matters: "place pt on 2L" is an order, "Place Bellecour 2" an address.
@@ -33,6 +33,7 @@ STREET_AFTER = (r"tér|út|u\.|utca|köz|sor|gate|gata|gatan|vej|vei|veien|stra�
 UNIT = (r"(?:apt|apartment|suite|ste|unit|p\.?{SP}?o\.?{SP}?box|(?-i:Box|Flat|Postbox|Postfach))"
         .replace("{SP}", SP))
 STATE_CODES = "(?:" + "|".join(STATES) + ")"
+USPS = "|".join(STREET_SUFFIXES)
 LETTER = r"\p{L}"
 WORD = rf"{LETTER}[{LETTER}'’.\-]*"
 CAPWORD = rf"(?-i:\p{{Lu}})[{LETTER}'’.\-]*"
@@ -76,8 +77,11 @@ def addresses() -> list[AnchoredRecognizer]:
             Pattern("PSC 0413, Box 8144", rf"\b(?:PSC|CMR|unit){SP}\d{{3,5}},?{SP}box{SP}\d{{3,5}}\b", 0.8),
             Pattern("APO AA 42323", rf"\b(?:APO|FPO|DPO){SP}(?:AA|AE|AP){SP}\d{{5}}\b", 0.8),
             # "22829 Jagerij 64\n Apt. 591": number, street, house number, then a unit
-            Pattern("street line before a unit", rf"(?<=(?:^|\n)[ \t>]*)\d{{3,6}}{SP}(?:{CAPWORD}{SP}){{1,3}}{HOUSE}"
+            Pattern("street line before a unit", rf"(?<![\w.,/:-])\d{{3,6}}{SP}(?:{CAPWORD}{SP}){{1,3}}{HOUSE}"
                     rf"(?=[ \t,]*(?:\n[ \t>]*)?{UNIT}\.?{SP}?#?\d)", 0.55),
+            # "935 69 Gordon Terrace": the postcode some formats put before a US-style street
+            Pattern("postcode before a numbered street", rf"(?<![\w.,/:-])\d{{3,6}}(?={SP}\d{{1,6}}{SP}(?:{CAPWORD}{SP}){{1,3}}"
+                    rf"(?i:{USPS}){{1}}\.?(?![\w]))", 0.55),
             Pattern("USNS Bergman", rf"\b(?-i:USNS|USNV|USS|USCGC|HMS){SP}(?-i:\p{{Lu}}[\p{{L}}'’\-]+)", 0.6),
         ]),
         AnchoredRecognizer(supported_entity="LOCATION", name="AddressBlockTownRecognizer", patterns=[
@@ -100,7 +104,7 @@ def addresses() -> list[AnchoredRecognizer]:
             Pattern("Country 12345", rf"(?<![\w])(?=\d{{4,6}}\b)(?<=\b(?:{country})(?:{SP}\([^)\n]{{1,20}}\))?{SP})"
                     rf"\d{{4,6}}\b", 0.6),
             Pattern("ZIP: 3520", rf"(?<=\b(?:zip|zip{SP}code(?:{SP}is)?|postcode|post{SP}code|postal{SP}code|plz)[:#]?"
-                    rf"{SP}{{0,3}})\d{{3}}(?:{SP}?\d{{2,3}})?(?:-\d{{3,4}})?\b", 0.75),
+                    rf"{SP}{{0,3}})\d{{3,6}}(?:{SP}\d{{2,3}})?(?:-\d{{3,4}})?\b", 0.75),
             Pattern("region code + postcode", rf"(?<=(?:^|\n)[ \t>]*[^\n]{{0,40}}\n?[ \t]*,?{SP}(?-i:[A-Z]{{2,3}}|nan)"
                     rf"[ \t]*\n[ \t]*)\d{{4,6}}(?=[ \t]*(?:[.,?!]|\n|$))", 0.5),
             # "28245 Puruntie 82": the postcode some formats put before the street
