@@ -2,6 +2,7 @@
 
     stillhouse run --domain healthcare           # Prefect flow (default) -> registered model
     stillhouse run --domain education --driver dvc
+    stillhouse run --domain healthcare --shards 4 --wait 600  # 4 synthesis tasks; wait for a running one
     stillhouse stage distill --domain healthcare # one stage; what dvc.yaml calls
     stillhouse promote --domain healthcare       # champion -> challenger if its gates pass and it ties or beats
     stillhouse ask --domain healthcare "Clinical note: ..."
@@ -16,28 +17,37 @@ import subprocess
 import sys
 from pathlib import Path
 
+from flows.locks import DomainBusy
 from tasks.params import STAGES, load_params, stage_dir
 
 
 def _stage(args) -> None:
-    from flows.pipeline import STAGE_MAIN, stage_log
+    from flows.locks import domain_lock
 
     params = load_params(Path(args.root) / args.params)
     params.domain(args.domain)
-    with stage_log(args.root, args.domain, args.name):
-        summary = STAGE_MAIN[args.name](args.domain, params, Path(args.root))
+    # `dvc repro` runs this per stage while it holds DVC's repo lock: waiting here for a flow that
+    # needs that lock to finish would stall both, so the default is to stop at once (--wait 0).
+    with domain_lock(args.root, args.domain, wait=args.wait, holder=f"stillhouse stage {args.name}"):
+        from flows.pipeline import STAGE_MAIN, stage_log  # torch, Prefect: only once the domain is ours
+
+        with stage_log(args.root, args.domain, args.name):
+            summary = STAGE_MAIN[args.name](args.domain, params, Path(args.root))
     print(json.dumps({"stage": args.name, "domain": args.domain, **summary}, default=str))
 
 
 def _run(args) -> None:
     load_params(Path(args.root) / args.params).domain(args.domain)  # fail before any work
     if args.driver == "dvc":
+        if args.shards > 1:
+            raise ValueError("--shards needs the prefect driver (dvc runs each stage as one command)")
         cmd = ["dvc", "repro", f"register@{args.domain}"] + (["--force"] if args.force else [])
         subprocess.run(cmd, cwd=args.root, check=True)
     else:
         from flows.pipeline import pipeline
 
-        pipeline(domain=args.domain, params_path=args.params, root=args.root, force=args.force)
+        pipeline(domain=args.domain, params_path=args.params, root=args.root, force=args.force,
+                 shards=args.shards, lock_wait=args.wait)
     _print_outcome(args.domain, Path(args.root))
 
 
@@ -82,11 +92,16 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--domain", default="healthcare")
     run.add_argument("--driver", choices=("prefect", "dvc"), default="prefect")
     run.add_argument("--force", action="store_true", help="rerun stages DVC sees as unchanged")
+    run.add_argument("--shards", type=int, default=1, help="synthesis as N concurrent Prefect tasks (prefect driver)")
+    run.add_argument("--wait", type=float, default=0.0,
+                     help="seconds to wait while another run holds this domain (default: fail at once)")
     run.set_defaults(func=_run)
 
     stage = sub.add_parser("stage", help="run one stage")
     stage.add_argument("name", choices=STAGES)
     stage.add_argument("--domain", default="healthcare")
+    stage.add_argument("--wait", type=float, default=0.0,
+                       help="seconds to wait while another run holds this domain (default: fail at once)")
     stage.set_defaults(func=_stage)
 
     promote = sub.add_parser("promote", help="move alias `champion` to a version whose gates passed and whose "
@@ -104,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as err:  # config and input errors: one clear line
+    except (ValueError, FileNotFoundError, DomainBusy) as err:  # config, input, busy domain: one clear line
         sys.exit(f"stillhouse: {err}")
 
 

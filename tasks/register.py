@@ -16,12 +16,14 @@ Writes an MLflow run (params, metrics, reports, lineage.json, gates.json, model_
        data/<domain>/register/registration.json (where it all is).
 Params register.model_name, experiment ("{domain}" is filled in), tracking_uri (relative
        sqlite paths are under the project folder; MLFLOW_TRACKING_URI wins), artifact_root (the
-       experiment's artifact location, set when the experiment is created),
+       experiment's artifact location, set when the experiment is created; against an http(s)
+       tracking server only a URI is used, else the server's --artifacts-destination keeps them),
        min_student_accuracy (the quality gate), promote_tolerance, license (the card's, unless
        the teacher's own is known).
 
 Refusal: when guard/report.json says `"passed": false` (a leak), nothing is registered; and the
-run's logged artifacts are scanned again by the leak guard (`tasks.guard.check_tree`) before the
+run's logged artifacts are scanned again by the leak guard (`tasks.guard.check_tree`; files the
+guard already passed, by SHA-256, are skipped) before the
 model version is created, so a leak into an MLflow artifact fails the run, unregistered.
 
 Promotion follows MLflow's alias workflow (champion / challenger): every new version becomes
@@ -110,14 +112,21 @@ def tracking_uri(cfg: Register, root: Path) -> str:
     return uri
 
 
-def artifact_location(cfg: Register, root: Path) -> str:
+def artifact_location(cfg: Register, root: Path, uri: str = "") -> str | None:
+    """A new experiment's artifact location: `artifact_root` (relative: under root). Against a
+    tracking server (`uri` http[s]://) a folder is the server's business: None lets the server's
+    `--artifacts-destination` hold the artifacts and serve them to every client."""
     if "://" in cfg.artifact_root:
         return cfg.artifact_root
+    if uri.startswith(("http://", "https://")):
+        return None
     path = Path(cfg.artifact_root)
     return (path if path.is_absolute() else Path(root) / path).resolve().as_uri()
 
 
 def ui_command(uri: str) -> str:
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} (the tracking server's UI)"
     return f"mlflow ui --backend-store-uri {uri}"
 
 
@@ -436,7 +445,7 @@ def main(domain: str, params: Params, root: Path) -> dict:
         experiment = cfg.experiment.format(domain=domain)
         found = client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found else client.create_experiment(
-            experiment, artifact_location=artifact_location(cfg, root))
+            experiment, artifact_location=artifact_location(cfg, root, uri))
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"{domain}-{commit[:8]}") as run:
             mlflow.log_params(flat_params(params, domain))
             mlflow.log_metrics(metrics)
@@ -465,7 +474,7 @@ def main(domain: str, params: Params, root: Path) -> dict:
 
                 with tempfile.TemporaryDirectory() as tmp:
                     logged = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=tmp)
-                    leak_guard.check_tree(Path(logged), spec, params, root)
+                    leak_guard.check_tree(Path(logged), spec, params, root, leak_guard.verified_hashes(guard))
             info = _log_student(student, spec, name, card)
         version = str(info.registered_model_version)
         run_id = run.info.run_id

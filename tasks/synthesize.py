@@ -48,10 +48,13 @@ so a resumed run may differ from an uninterrupted one in records regenerated in 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import math
 import os
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -219,11 +222,13 @@ class ResultCache:
         self.skipped_lines = 0
         if not self.path.is_file():
             return {}
-        data = self.path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):  # a run killed mid-write: drop the partial line so appends stay clean
-            self.skipped_lines += 1
-            with open(self.path, "r+b") as f:
+        with open(self.path, "r+b") as f:
+            # shards of one synthesis append to this file at once: a line being written is not a torn one
+            fcntl.flock(f, fcntl.LOCK_EX)
+            data = f.read()
+            end = data.rfind(b"\n") + 1
+            if end < len(data):  # a run killed mid-write: drop the partial line so appends stay clean
+                self.skipped_lines += 1
                 f.truncate(end)
         entries: dict[tuple[str, str], dict] = {}
         for line in data[:end].splitlines():
@@ -241,6 +246,7 @@ class ResultCache:
         """One write per batch, flushed to disk before the next batch starts."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # concurrent shards (flows/pipeline.py `shards`); released on close
             f.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
             f.flush()
             os.fsync(f.fileno())
@@ -522,6 +528,43 @@ def topk_capable(runs: list[TeacherRun], student_spec: str) -> frozenset[str]:
         return frozenset()
     student = models.load_tokenizer(models.resolve_model(student_spec)).get_vocab()
     return frozenset(tr.teacher.name for tr in local if tr.teacher.tok.get_vocab() == student)
+
+
+_LOCAL_TEACHER = threading.Lock()  # fill_shard: local teachers' shards, one at a time in a process
+
+
+def fill_shard(domain: str, params: Params, root: Path, shard: int, shards: int) -> dict:
+    """Generate every teacher's outputs for shard `shard` of `shards` (every shards-th record of
+    each split, from `shard` on) into the teachers' caches; writes no stage output.
+
+    Run shards 0..shards-1 at once (flows/pipeline.py `shards`: concurrent Prefect tasks; or
+    processes and machines sharing `root`), then `main()`: it finds every output in the caches,
+    generates nothing but STaR's retries, votes and writes the stage's files (the merge). A
+    killed shard resumes like `main()` does. Batches differ from an unsharded run's, so batched
+    text may differ slightly (see Resuming above).
+    """
+    if not 0 <= shard < shards:
+        raise ValueError(f"synthesize: shard {shard} is not in 0..{shards - 1}")
+    spec = params.synthesize
+    dom = get_domain(domain)
+    src = stage_dir(root, domain, "deidentify")
+    splits = {split: read_jsonl(src / f"{split}.jsonl")[shard::shards] for split in SPLITS}
+    templates, opts = templates_hash(dom), teachers.options(spec)
+    runs = []
+    for s in spec.teacher_list():
+        # Local models: one shard at a time per process (loading is not thread-safe, and they
+        # share its cores); HTTP and replay teachers run all shards at once.
+        with _LOCAL_TEACHER if s.kind == "transformers" else contextlib.nullcontext():
+            tr = TeacherRun(s, teachers.build(s, spec), templates, root, domain, opts)
+            runs.append(tr)
+            try:
+                for split, records in splits.items():
+                    tr.fill([(str(r["id"]), tr.teacher.prompt(dom.teacher_prompt(r))) for r in records],
+                            f"synthesize {domain} {split} {tr.teacher.name} shard {shard + 1}/{shards}")
+            finally:
+                tr.teacher.close()
+    return {"shard": shard, "shards": shards, "records": sum(len(r) for r in splits.values()),
+            "generated": sum(tr.generated for tr in runs), "reused": sum(tr.reused for tr in runs)}
 
 
 def main(domain: str, params: Params, root: Path) -> dict:

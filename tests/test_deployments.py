@@ -1,4 +1,6 @@
-"""prefect.yaml: one scheduled deployment per domain, each pointing at the real flow with valid parameters."""
+"""prefect.yaml: one scheduled deployment per domain, each pointing at the real flow with valid parameters.
+
+tests/test_operations.py deploys the same file to a real Prefect server and runs it."""
 
 from __future__ import annotations
 
@@ -26,3 +28,6 @@ def test_each_domain_has_a_scheduled_deployment_of_the_pipeline_flow():
         params.domain(d["parameters"]["domain"])
         assert d["schedules"] and all(Cron(s["cron"], s.get("timezone")) for s in d["schedules"])
         assert d["concurrency_limit"] == 1  # runs of one domain share its data and dvc.lock
+        assert d["parameters"].get("shards", 1) >= 1 and d["parameters"].get("lock_wait", 0) >= 0
+    # runs execute in the folder `prefect deploy` ran in, where params.yaml, dvc.yaml and data/ are
+    assert spec["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $PWD }}"}}]

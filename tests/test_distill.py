@@ -186,7 +186,16 @@ def test_stage_writes_every_output(tmp_path: Path, tiny_teacher: str, rationale:
     with open(out / "history.csv") as f:
         history = list(csv.DictReader(f))
     assert [int(h["step"]) for h in history] == list(range(1, 7))
-    assert {"step", "loss", "kd", "ce", "lr", "seconds"} <= set(history[0])
+    assert set(ds.HISTORY_FIELDS) == set(history[0])
+    for h in history:  # every term unweighted and as it enters the loss
+        assert float(h["kd_weighted"]) == pytest.approx(0.5 * float(h["kd"]), rel=1e-4, abs=1e-6)
+        assert float(h["loss"]) == pytest.approx(float(h["kd_weighted"]) + float(h["ce_weighted"]), rel=1e-4, abs=1e-5)
+    with open(out / "eval.csv") as f:
+        evals = list(csv.DictReader(f))
+    assert [(int(e["step"]), e["split"]) for e in evals] == [(0, "test"), (6, "test")]
+    assert float(evals[-1]["loss"]) == pytest.approx(metrics["student_loss"], rel=1e-6)
+    assert not list((out / "checkpoints").glob("*.pt"))
+    assert metrics["kd_weighted_final"] == pytest.approx(0.5 * metrics["kd_final"], rel=1e-4)
 
     predictions = read_jsonl(out / "predictions.jsonl")
     assert [p["id"] for p in predictions] == [r["id"] for r in test]
@@ -205,15 +214,258 @@ def test_stage_writes_every_output(tmp_path: Path, tiny_teacher: str, rationale:
     assert isinstance(text, str)
 
 
-def test_memoised_teacher_logits_equal_a_fresh_forward():
+def test_memoised_teacher_states_equal_a_fresh_forward():
     teacher = random_llama(2)
     g = torch.Generator().manual_seed(0)
     pool = [ds.Example(ds.LABEL if i % 2 else ds.RATIONALE, str(i), torch.randint(1, 64, (5 + i,), generator=g).tolist(),
                        torch.randint(1, 64, (1 + i % 3,), generator=g).tolist()) for i in range(6)]
-    memo = ds.TeacherLogits(teacher, pad_id=0)
+    memo = ds.TeacherStates(teacher, pad_id=0)
     for examples in (pool[:3], pool[1:5], pool[::-1], pool[2:4] + pool[2:4]):
         with torch.no_grad():
             fresh, _, _ = ds.target_logits(teacher, ds.collate(examples, 0, "cpu"))
-        torch.testing.assert_close(memo(examples, "cpu"), fresh, rtol=1e-3, atol=1e-3)
+        got = memo(examples, "cpu")
+        n = len(fresh)
+        torch.testing.assert_close(got.logits(slice(0, n)), fresh, rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(got.logits(slice(2, n - 1)), fresh[2 : n - 1], rtol=1e-3, atol=1e-3)  # across examples
     assert memo.computed == 6  # each example ran through the teacher once
-    assert ds.TeacherLogits(teacher, 0, budget_mb=0)(pool, "cpu").shape[0] == sum(len(e.target_ids) for e in pool)
+    over = ds.TeacherStates(teacher, 0, budget_mb=0)(pool, "cpu")  # no logits memo: the head runs per chunk
+    assert all(cached is None for _, _, cached in over.spans) and over.logits(slice(0, 4)).shape == (4, 64)
+
+
+# ---- the engine: chunked multi-task loss, top-k, GKD, hidden alignment ------------------------
+
+
+def _batch_tensors(n=29, h_dim=8, v=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, h_dim, generator=g), torch.randn(v, h_dim, generator=g), torch.randn(n, h_dim, generator=g),
+            torch.randn(v, h_dim, generator=g), torch.randint(0, v, (n,), generator=g), (torch.rand(n, generator=g) > 0.4).long())
+
+
+@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tvd"])
+@pytest.mark.parametrize("chunk", [0, 5])
+def test_chunked_head_loss_equals_the_dense_multitask_loss(divergence, chunk):
+    h, w, th, tw, targets, task = _batch_tensors()
+    p = Distill(**TINY_PARAMS, divergence=divergence, chunk_size=chunk, rationale_weight=0.3, kd_weight=0.7, ce_weight=0.2)
+    weights = ds.task_weights(p, True)
+    a, wa = h.clone().requires_grad_(), w.clone().requires_grad_()
+    got = ds.head_loss(a, wa, None, targets, task, ds.TeacherTargets(hidden=th, weight=tw), p, weights, divergence)
+    got["loss"].backward()
+    b, wb = h.clone().requires_grad_(), w.clone().requires_grad_()
+    want = ds.multitask_loss(torch.nn.functional.linear(b, wb), torch.nn.functional.linear(th, tw), targets, task, p, weights)
+    want["loss"].backward()
+    for key in ("loss", "kd", "ce", "label_loss", "rationale_loss"):
+        assert got[key].item() == pytest.approx(want[key].item(), rel=1e-5), key
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(wa.grad, wb.grad, rtol=1e-4, atol=1e-6)
+    # every term is reported: the loss is the sum of the weighted terms
+    assert got["loss"].item() == pytest.approx(p.kd_weight * got["kd"].item() + p.ce_weight * got["ce"].item(), rel=1e-5)
+
+
+def test_offline_topk_over_the_whole_vocabulary_equals_online_kd():
+    """k = V stored log-probs (tail ~0) give the online forward-KL loss at T = 1; fewer positions: CE only there."""
+    teacher = random_llama(2)
+    student = ds.init_student(teacher, [0])
+    with torch.no_grad():
+        student.lm_head.weight.mul_(20)  # far from the teacher: a KD term well above the tail floor
+    g = torch.Generator().manual_seed(5)
+    pool = [ds.Example(ds.LABEL if i % 2 else ds.RATIONALE, str(i), torch.randint(1, 64, (6,), generator=g).tolist(),
+                       torch.randint(1, 64, (3,), generator=g).tolist()) for i in range(4)]
+    with_topk = ds.with_teacher_topk(teacher, pool, k=64, pad_id=0)
+    p_on = Distill(**{**TINY_PARAMS, "temperature": 1.0, "chunk_size": 4})
+    p_off = Distill(**{**TINY_PARAMS, "temperature": 1.0, "chunk_size": 4, "teacher_source": "topk"})
+    weights = ds.task_weights(p_on, True)
+    h, targets, task, _ = ds.assistant_hidden(student, ds.collate(pool, 0, "cpu"))
+    w, b = ds._head(student)
+    online = ds.head_loss(h, w, b, targets, task, ds.TeacherStates(teacher, 0)(pool, "cpu"), p_on, weights, "forward_kl")
+    offline = ds.head_loss(h, w, b, targets, task, ds.topk_targets(with_topk, "cpu"), p_off, weights, "forward_kl")
+    assert offline["kd"].item() == pytest.approx(online["kd"].item(), rel=1e-3)
+    assert offline["ce"].item() == pytest.approx(online["ce"].item(), rel=1e-6)
+    # Stored distributions for the first target token only: KD averages over those positions alone.
+    partial = [ds.replace(e, teacher_topk=(e.teacher_topk[0][:1], e.teacher_topk[1][:1])) for e in with_topk]
+    t = ds.topk_targets(partial, "cpu")
+    assert t.has.tolist() == [True, False, False] * 4
+    first = ds.head_loss(h, w, b, targets, task, t, p_off, weights, "forward_kl")
+    assert 0 < first["kd"].item() != pytest.approx(offline["kd"].item())
+    # Training from stored top-k needs no teacher model at all.
+    pools = {task: [e for e in with_topk if e.task == task] for task in (ds.LABEL, ds.RATIONALE)}
+    history = ds.train(student, None, pools, Distill(**{**TINY_PARAMS, "teacher_source": "topk", "steps": 2}), 0,
+                       progress=False)
+    assert all(h["kd"] > 0 and h["teacher_examples"] == 0 for h in history)
+    with pytest.raises(ValueError, match="need the teacher"):
+        ds.train(student, None, pools, Distill(**{**TINY_PARAMS, "steps": 2}), 0, progress=False)
+
+
+def test_synthesized_topk_rows_align_with_the_targets(tiny_path, tok):
+    """Rows as synthesize writes them (models.sample topk) give rationale and answer positions their top-k."""
+    teacher = models.load_causal_lm(tiny_path, "float32", "cpu")
+    row = make_rows(1, rare=False)[0]
+    out = models.sample(teacher, tok, [DOMAIN.teacher_prompt(row)], max_new_tokens=12, topk=4, progress=False)[0]
+    sample = out["samples"][0]
+    ids = tok(sample["text"], add_special_tokens=False)["input_ids"]
+    # the teacher's output is noise: pose its first tokens as the rationale and its tail as the answer
+    row.update(teacher_output=sample["text"], teacher_topk=sample["topk"], rationale=tok.decode(ids[:5]).strip())
+    rationale, _ = ds.make_example(DOMAIN, tok, row, ds.RATIONALE, 256)
+    assert rationale.teacher_topk is not None
+    n = len(rationale.teacher_topk[0])
+    assert 1 <= n < len(rationale.target_ids) and rationale.target_ids[:n] == ids[:n]
+    assert rationale.teacher_topk[0] == sample["topk"]["ids"][:n]
+    assert all(t in top for t, top in zip(rationale.target_ids[:n], rationale.teacher_topk[0]))
+    label, _ = ds.make_example(DOMAIN, tok, row, ds.LABEL, 256)  # "Answer: <label>" is not the noise's suffix
+    assert label.teacher_topk is None
+    n_out = len(sample["topk"]["ids"])
+    broken = {**row, "teacher_topk": {"ids": [[0]] * n_out, "logprobs": [[0.0]] * n_out}}
+    assert ds.make_example(DOMAIN, tok, broken, ds.RATIONALE, 256)[0].teacher_topk is None  # tokens not in their top-k
+
+
+def test_gkd_steps_train_on_student_samples_scored_by_the_teacher():
+    teacher = random_llama(2)
+    student = ds.init_student(teacher, [0]).float()
+    g = torch.Generator().manual_seed(6)
+    pool = [ds.Example(ds.LABEL, str(i), torch.randint(3, 64, (6,), generator=g).tolist(), [7, 8, 2]) for i in range(6)]
+    p = Distill(**{**TINY_PARAMS, "gkd_lambda": 1.0, "gkd_max_new_tokens": 5, "steps": 3, "beta": 0.3})
+    samples = ds.sample_continuations(student, pool[:4], p, pad_id=0, eos_id=2, seed=11)
+    again = ds.sample_continuations(student, pool[:4], p, pad_id=0, eos_id=2, seed=11)
+    assert [s.target_ids for s in samples] == [s.target_ids for s in again]  # seeded: a resumed run redraws them
+    assert [s.prompt_ids for s in samples] == [e.prompt_ids for e in pool[:4]]
+    assert all(1 <= len(s.target_ids) <= 5 and (2 not in s.target_ids[:-1]) for s in samples)
+    assert any(s.target_ids != [7, 8, 2] for s in samples)
+    # The on-policy loss is kd_weight x JSD(beta) of student vs teacher on those samples, no CE.
+    states = ds.TeacherStates(teacher, 0)
+    out = ds.step_loss(student, states, None, samples, p, ds.task_weights(p, False), True, 0, "cpu")
+    with torch.no_grad():
+        s_logits, targets, task = ds.target_logits(student, ds.collate(samples, 0, "cpu"))
+        t_logits, _, _ = ds.target_logits(teacher, ds.collate(samples, 0, "cpu"))
+    ref = ds.multitask_loss(s_logits, t_logits, targets, task, Distill(**{**TINY_PARAMS, "divergence": "jsd", "beta": 0.3,
+                                                                          "ce_weight": 0.0}), ds.task_weights(p, False))
+    assert out["loss"].item() == pytest.approx(ref["loss"].item(), rel=1e-3)
+    assert out["ce"].item() == 0 and out["kd_weighted"].item() == pytest.approx(out["loss"].item(), rel=1e-6)
+    assert not states.cache  # student samples are not memoised
+    history = ds.train(student, teacher, {ds.LABEL: pool, ds.RATIONALE: []}, p, 0, progress=False)
+    assert [h["on_policy"] for h in history] == [1, 1, 1] and all(h["kd"] > 0 and h["ce"] == 0 for h in history)
+
+
+def test_hidden_alignment_learns_a_projection_across_widths():
+    torch.manual_seed(0)
+    teacher = random_llama(2)  # width 32
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    student = LlamaForCausalLM(config)  # width 16, the same vocabulary
+    g = torch.Generator().manual_seed(7)
+    pool = [ds.Example(ds.LABEL, str(i), torch.randint(3, 64, (6,), generator=g).tolist(),
+                       torch.randint(3, 64, (4,), generator=g).tolist()) for i in range(8)]
+    p = Distill(**{**TINY_PARAMS, "steps": 25, "lr": 1e-2, "hidden_weight": 1.0, "hidden_layers": [(1, 2), (-1, -1)],
+                   "kd_weight": 0.1, "ce_weight": 0.1})
+    history = ds.train(student, teacher, {ds.LABEL: pool, ds.RATIONALE: []}, p, 0, progress=False)
+    first, last = history[0], history[-1]
+    assert first["hidden"] > 0 and last["hidden"] < 0.7 * first["hidden"], (first["hidden"], last["hidden"])
+    for h in history:
+        assert h["hidden_weighted"] == pytest.approx(h["hidden"], rel=1e-5)
+        assert h["loss"] == pytest.approx(h["kd_weighted"] + h["ce_weighted"] + h["hidden_weighted"], rel=1e-4, abs=1e-6)
+    align = ds.HiddenAlign([(1, 2)], 16, 32)
+    assert isinstance(align.proj[0], torch.nn.Linear) and align.proj[0].weight.shape == (32, 16)
+    assert isinstance(ds.HiddenAlign([], 32, 32).proj[0], torch.nn.Identity) and ds.HiddenAlign([], 32, 32).pairs == [(-1, -1)]
+
+
+def test_early_stopping_stops_after_patience_evaluations_without_improvement():
+    teacher = random_llama(2)
+    student = ds.init_student(teacher, [0])
+    g = torch.Generator().manual_seed(8)
+    pool = [ds.Example(ds.LABEL, str(i), torch.randint(3, 64, (5,), generator=g).tolist(), [9, 2]) for i in range(4)]
+    pools = {ds.LABEL: pool, ds.RATIONALE: []}
+    # lr 1e-30 moves no float32 weight: the validation loss never improves after the first eval
+    frozen = Distill(**{**TINY_PARAMS, "steps": 20, "lr": 1e-30, "eval_every": 2, "patience": 2})
+    history = ds.train(student, teacher, pools, frozen, 0, eval_pools=pools, progress=False)
+    assert [h["step"] for h in history if "heldout_loss" in h] == [2, 4, 6]
+    assert len(history) == 6 and history[-1]["best_step"] == 2
+    # learning: the validation loss keeps improving, so no stop before the last step
+    learning = Distill(**{**TINY_PARAMS, "steps": 8, "lr": 1e-2, "eval_every": 2, "patience": 1})
+    history = ds.train(ds.init_student(teacher, [0]), teacher, pools, learning, 0, eval_pools=pools, progress=False)
+    evals = [h["heldout_loss"] for h in history if "heldout_loss" in h]
+    assert len(history) == 8 and evals == sorted(evals, reverse=True) and history[-1]["best_step"] == 8
+
+
+def test_split_validation_is_seeded_and_disjoint():
+    rows = make_rows(20, rare=False)
+    train, val = ds.split_validation(rows, 0.2, seed=0)
+    assert len(val) == 4 and len(train) == 16 and not {r["id"] for r in train} & {r["id"] for r in val}
+    assert ds.split_validation(rows, 0.2, seed=0) == (train, val)
+
+
+# ---- checkpoints: a killed run resumes to the same weights --------------------------------------
+
+RESUME_PARAMS = dict(TINY_PARAMS, steps=8, checkpoint_every=2, gkd_lambda=0.5, gkd_max_new_tokens=4, hidden_weight=0.1,
+                     lr=3e-3)
+
+
+def resume_setup():
+    """The student, teacher, pools and params of the resume test (also imported by its subprocess)."""
+    from conftest import TINY_TEACHER
+
+    path = models.resolve_model(TINY_TEACHER)
+    tok = models.load_tokenizer(path)
+    pools, _ = ds.build_examples(DOMAIN, tok, make_rows(12, rare=False), max_length=128)
+    teacher = models.load_causal_lm(path, "float32", "cpu")
+    student = ds.init_student(teacher, [0])
+    return student, teacher.to(torch.bfloat16), pools, Distill(**RESUME_PARAMS), tok.pad_token_id
+
+
+KILL_AFTER_SECOND_CHECKPOINT = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from test_distill import resume_setup
+from tasks import distill
+real, saved = distill.save_checkpoint, []
+def save_then_die(path, state):
+    real(path, state)
+    saved.append(state["step"])
+    if len(saved) == 2:  # step 4's checkpoint is on disk: die hard, as a killed job would
+        os.kill(os.getpid(), signal.SIGKILL)
+distill.save_checkpoint = save_then_die
+student, teacher, pools, params, pad_id = resume_setup()
+distill.train(student, teacher, pools, params, pad_id, checkpoint_dir={ckpt!r}, progress=False)
+"""
+
+
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    student, teacher, pools, params, pad_id = resume_setup()
+    reference = ds.train(student, teacher, pools, params, pad_id, checkpoint_dir=tmp_path / "uninterrupted", progress=False)
+    assert not list((tmp_path / "uninterrupted").glob("*.pt"))  # finished: the checkpoint is gone
+
+    ckpt = tmp_path / "checkpoints"
+    script = KILL_AFTER_SECOND_CHECKPOINT.format(tests=str(ROOT / "tests"), ckpt=str(ckpt))
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == -9, done.stderr[-3000:]
+    [saved] = list(ckpt.glob("*.pt"))
+    assert torch.load(saved, weights_only=False)["step"] == 4
+
+    resumed_student, teacher, pools, params, pad_id = resume_setup()
+    resumed = ds.train(resumed_student, teacher, pools, params, pad_id, checkpoint_dir=ckpt, progress=False)
+    assert not saved.exists()
+    assert [h["step"] for h in resumed] == list(range(1, 9))
+    on_policy = [h["on_policy"] for h in resumed]
+    assert on_policy == [h["on_policy"] for h in reference] and 0 < sum(on_policy) < 8  # both kinds of step
+    for a, b in zip(resumed[4:], reference[4:]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+    ref_state = student.state_dict()
+    for name, value in resumed_student.state_dict().items():
+        assert torch.equal(value, ref_state[name]), name
+    # other params: another key, no resume
+    other = Distill(**{**RESUME_PARAMS, "lr": 1e-3})
+    assert ds.run_key(other, pools, resumed_student) != ds.run_key(params, pools, resumed_student)
+
+
+def test_multi_gpu_launch_config_and_single_process_default():
+    import yaml
+
+    from conftest import ROOT
+
+    config = yaml.safe_load((ROOT / "configs/accelerate_multi_gpu.yaml").read_text())
+    assert config["distributed_type"] == "MULTI_GPU" and config["num_processes"] >= 2
+    assert ds.Dist.from_env() == ds.Dist(0, 1)  # no WORLD_SIZE: one process, accelerate untouched
+    import accelerate  # noqa: F401  (a dependency: the launcher and PartialState)

@@ -1,0 +1,199 @@
+"""Student init (tasks/student.py): layer selection, another model as student, LoRA and its merge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from pydantic import ValidationError
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+from domains import get_domain
+from tasks import distill as ds
+from tasks import models
+from tasks import student as st
+from tasks.params import Distill
+from test_condense import make_rows
+
+
+@pytest.fixture(scope="module")
+def tiny_path() -> str:
+    from conftest import TINY_TEACHER
+
+    return models.resolve_model(TINY_TEACHER)
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher_model(tiny_path):
+    return models.load_causal_lm(tiny_path, "float32", "cpu")
+
+
+def random_llama(n_layers: int = 6, vocab: int = 64) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=n_layers,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(config).eval()
+
+
+def ids(n: int = 2, length: int = 10, vocab: int = 64, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, vocab, (n, length), generator=torch.Generator().manual_seed(seed))
+
+
+# ---- layer selection ------------------------------------------------------------------------
+
+
+def test_layer_selections():
+    assert st.kept_layers(30, 8, 8) == list(range(8)) + list(range(22, 30))
+    assert st.kept_layers(4, 3, 3) == [0, 1, 2, 3]
+    assert st.every_k_layers(30, 2) == list(range(0, 30, 2)) + [29]  # the last block always stays
+    assert st.every_k_layers(30, 3) == list(range(0, 30, 3)) + [29]
+    assert st.every_k_layers(7, 3) == [0, 3, 6]
+    assert st.every_k_layers(5, 1) == [0, 1, 2, 3, 4]
+    assert st.select_layers(30, Distill()) == st.kept_layers(30, 8, 8)  # the default is today's
+    assert st.select_layers(30, Distill(keep_first=2, keep_last=3)) == [0, 1, 27, 28, 29]
+    assert st.select_layers(30, Distill(student={"layers": "every_k", "every": 4})) == [0, 4, 8, 12, 16, 20, 24, 28, 29]
+    assert st.select_layers(30, Distill(student={"layers": "list", "indices": [29, 0, 7]})) == [0, 7, 29]
+    assert st.select_layers(30, Distill(student={"model": "some/model"})) is None
+    with pytest.raises(ValueError, match="out of range"):
+        st.select_layers(6, Distill(student={"layers": "list", "indices": [0, 6]}))
+
+
+def test_student_spec_is_validated():
+    with pytest.raises(ValidationError, match="needs distill.student.indices"):
+        Distill(student={"layers": "list"})
+    with pytest.raises(ValidationError, match="distinct"):
+        Distill(student={"layers": "list", "indices": [1, 1]})
+    with pytest.raises(ValidationError, match="with layers=list"):
+        Distill(student={"layers": "every_k", "indices": [1]})
+    with pytest.raises(ValidationError):
+        Distill(student={"lora_rank": -1})
+    with pytest.raises(ValidationError):
+        Distill(student={"layer": "list"})  # typo: unknown keys are errors
+
+
+def test_distill_module_still_exposes_the_shared_api():
+    """distill.py's kept_layers / init_student (until it imports ours) behave like tasks.student's."""
+    teacher = random_llama(6)
+    assert ds.kept_layers(30, 8, 8) == st.kept_layers(30, 8, 8)
+    a, b = ds.init_student(teacher, [0, 5]), st.init_student(teacher, [0, 5])
+    with torch.no_grad():
+        torch.testing.assert_close(a(ids()).logits, b(ids()).logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("spec,keep", [
+    ({"layers": "every_k", "every": 2}, [0, 2, 4, 5]),
+    ({"layers": "list", "indices": [1, 3]}, [1, 3]),
+    ({}, [0, 1, 4, 5]),  # keep_first=2, keep_last=2
+])
+def test_init_student_copies_exactly_the_selected_blocks(spec, keep):
+    teacher = random_llama(6)
+    student = st.init_student(teacher, Distill(keep_first=2, keep_last=2, student=spec))
+    assert len(teacher.model.layers) == 6  # teacher untouched
+    assert student.config.num_hidden_layers == len(keep) == len(student.model.layers)
+    for new, old in enumerate(keep):
+        assert student.model.layers[new].self_attn.layer_idx == new
+        for (name, a), (_, b) in zip(student.model.layers[new].named_parameters(),
+                                     teacher.model.layers[old].named_parameters()):
+            assert torch.equal(a, b) and a.data_ptr() != b.data_ptr(), name
+    with torch.no_grad():  # cached decoding indexes the renumbered blocks
+        kw = dict(max_new_tokens=5, do_sample=False, pad_token_id=0)
+        assert torch.equal(student.generate(ids(1, 4), use_cache=True, **kw),
+                           student.generate(ids(1, 4), use_cache=False, **kw))
+
+
+def test_tiny_teacher_every_k_keeps_both_blocks(tiny_teacher_model):
+    student = st.init_student(tiny_teacher_model, Distill(student={"layers": "every_k", "every": 5}))
+    assert student.config.num_hidden_layers == 2  # block 0 and the last of 2
+    x = ids(2, 8, vocab=tiny_teacher_model.config.vocab_size)
+    with torch.no_grad():
+        torch.testing.assert_close(student(x).logits, tiny_teacher_model(x).logits, rtol=0, atol=0)
+
+
+# ---- any model as student -------------------------------------------------------------------
+
+
+def test_another_model_as_student(tiny_teacher_model, tiny_path, tmp_path: Path):
+    from conftest import TINY_TEACHER
+
+    student = st.init_student(tiny_teacher_model, Distill(student={"model": TINY_TEACHER}))
+    assert student is not tiny_teacher_model and student.dtype == torch.float32
+    assert st.select_layers(2, Distill(student={"model": TINY_TEACHER})) is None
+    x = ids(1, 6, vocab=tiny_teacher_model.config.vocab_size)
+    with torch.no_grad():  # loaded from its own weights (here the same file)
+        torch.testing.assert_close(student(x).logits, tiny_teacher_model(x).logits)
+    # A model with another vocabulary cannot be distilled token by token: a clear error.
+    other = random_llama(2, vocab=128)
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="tokenizer"):
+        st.init_student(tiny_teacher_model, Distill(student={"model": str(tmp_path / "other")}))
+
+
+# ---- LoRA -----------------------------------------------------------------------------------
+
+
+def test_lora_trains_only_adapters_and_merges_into_plain_weights(tmp_path: Path):
+    teacher = random_llama(4)
+    params = Distill(keep_first=1, keep_last=1, student={"lora_rank": 4, "lora_targets": ["q_proj", "v_proj"]})
+    student = st.init_student(teacher, params)
+    assert type(student) is LlamaForCausalLM and st.has_lora(student)  # no PeftModel wrapper
+    trainable = [n for n, p in student.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert {n.split(".")[-4] for n in trainable} == {"q_proj", "v_proj"}
+    plain = st.init_student(teacher, Distill(keep_first=1, keep_last=1))
+    x = ids()
+    with torch.no_grad():  # LoRA's B starts at zero: the student starts as the plain selection
+        torch.testing.assert_close(student(x).logits, plain(x).logits)
+    frozen = {n: p.detach().clone() for n, p in student.named_parameters() if not p.requires_grad}
+
+    opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(student(x).logits[:, :-1].flatten(0, 1), x[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for n, p in student.named_parameters():
+        if n in frozen:
+            assert torch.equal(p, frozen[n]), n
+    with torch.no_grad():
+        trained = student(x).logits
+    assert not torch.allclose(trained, plain(x).logits, atol=1e-4)  # the adapters learned something
+
+    merged = st.finalize_student(student)
+    assert not st.has_lora(merged)
+    assert not any("lora_" in n for n in merged.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x).logits, trained, atol=1e-5, rtol=1e-5)
+    merged.save_pretrained(tmp_path / "s")
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "s").eval()  # plain transformers loads it
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).logits, trained, atol=1e-5, rtol=1e-5)
+    assert st.finalize_student(plain) is plain  # no adapters: unchanged
+
+
+def test_lora_rejects_unknown_targets():
+    with pytest.raises(ValueError, match="not linear modules"):
+        st.init_student(random_llama(2), Distill(keep_first=1, keep_last=1,
+                                                 student={"lora_rank": 2, "lora_targets": ["qkv"]}))
+
+
+def test_lora_student_through_the_training_loop(tiny_path, tiny_teacher_model):
+    """The shared train() runs a LoRA student: loss moves, only adapters change, the merge saves plain."""
+    dom = get_domain("healthcare")
+    tok = models.load_tokenizer(tiny_path)
+    rows = make_rows(12)
+    for r in rows:
+        r["rationale"] = "Because the note says so."
+    pools, _ = ds.build_examples(dom, tok, rows, 96)
+    params = Distill(keep_first=1, keep_last=1, steps=4, batch_size=4, max_length=96, lr=5e-3,
+                     student={"lora_rank": 4})
+    student = st.init_student(tiny_teacher_model, params)
+    base = {n: p.detach().clone() for n, p in student.named_parameters() if not p.requires_grad}
+    lora_before = {n: p.detach().clone() for n, p in student.named_parameters() if p.requires_grad}
+    history = ds.train(student, tiny_teacher_model, pools, params, tok.pad_token_id)
+    assert len(history) == 4 and all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+    params_after = dict(student.named_parameters())
+    assert all(torch.equal(params_after[n], p) for n, p in base.items())
+    assert any(not torch.equal(params_after[n], p) for n, p in lora_before.items())
+    merged = st.finalize_student(student)
+    assert ds.heldout_loss(merged, pools, tok.pad_token_id)["loss"] > 0
