@@ -156,12 +156,22 @@ class OfflineEmailRecognizer(EmailRecognizer):
 
 
 class PrefilteredUrlRecognizer(UrlRecognizer):
-    """Presidio's URL recognizer, skipped for notes with nothing URL-like (its TLD alternation is slow)."""
+    """Presidio's URL recognizer, run only on the whitespace-free tokens that look like a URL (its
+    TLD alternation costs ~2 ms over a whole note; e-mail addresses and "pt.smith" would let a
+    note-wide hint pass in 40% of clinical notes)."""
 
     HINT = re.compile(r"://|www\.|\.[a-z]{2,6}(?:/|\b)", re.I)
+    TOKEN = re.compile(r"[^\s<>\"'()\[\]]+")
 
     def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):
-        return super().analyze(text, entities, nlp_artifacts, regex_flags) if self.HINT.search(text) else []
+        results = []
+        for token in self.TOKEN.finditer(text):
+            if "@" in token.group() or not self.HINT.search(token.group()):
+                continue
+            for result in super().analyze(token.group(), entities, nlp_artifacts, regex_flags):
+                result.start, result.end = result.start + token.start(), result.end + token.start()
+                results.append(result)
+        return results
 
 
 class CandidatePhoneRecognizer(PhoneRecognizer):
@@ -257,8 +267,12 @@ class _NerOnMixedCase:
     sentence on its own gets the same entities as in its note.
     """
 
+    MEMO = 20_000  # sentences whose entities are remembered (in memory only, per process)
+
     def __init__(self, nlp, ner: bool = True):
         self.nlp, self.ner = nlp, ner
+        # notes repeat sentences ("Denies CP.", "Code status: Full."): tagged once each
+        self._memo: dict[str, list[tuple[int, int, str]]] = {}
 
     def __getattr__(self, name):
         return getattr(self.nlp, name)
@@ -272,15 +286,18 @@ class _NerOnMixedCase:
     def pipe(self, texts, batch_size: int = 64, **kwargs):
         texts = list(texts)
         segments = [self._segments(t) for t in texts]
-        tagged = iter(self.nlp.pipe([t[s:e] for t, spans in zip(texts, segments) for s, e in spans],
-                                    batch_size=batch_size, **kwargs))
+        if len(self._memo) > self.MEMO:
+            self._memo.clear()
+        new = list(dict.fromkeys(t[s:e] for t, spans in zip(texts, segments) for s, e in spans
+                                 if t[s:e] not in self._memo))
+        for sentence, doc in zip(new, self.nlp.pipe(new, batch_size=batch_size, **kwargs)):
+            self._memo[sentence] = [(ent.start_char, ent.end_char, ent.label_) for ent in doc.ents]
         for text, spans in zip(texts, segments):
             doc = self.nlp.make_doc(text)
             ents = []
-            for start, _ in spans:
-                for ent in next(tagged).ents:
-                    span = doc.char_span(start + ent.start_char, start + ent.end_char, label=ent.label_,
-                                         alignment_mode="expand")
+            for start, end in spans:
+                for ent_start, ent_end, label in self._memo[text[start:end]]:
+                    span = doc.char_span(start + ent_start, start + ent_end, label=label, alignment_mode="expand")
                     if span is not None and (not ents or span.start >= ents[-1].end):
                         ents.append(span)
             doc.set_ents(ents, default="outside")

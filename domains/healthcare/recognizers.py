@@ -336,7 +336,8 @@ def organizations(entity: str, kinds: tuple[str, ...], name: str) -> AnchoredRec
     word = rf"(?!(?i:{STOP})\b)(?-i:[A-Z][a-z'’]+|[A-Z][A-Z'’]+|K-8)"
     pattern = (rf"\b(?:{_words('University of')}{SP})?(?:{_words('St', 'Saint')}\.?{SP})?"
                rf"{word}(?:{SP}{word}){{0,2}}{SP}(?-i:{_words(*kinds)})\b")  # not "Brief hospital course"
-    return AnchoredRecognizer(supported_entity=entity, name=name,
+    # most notes name no institution: the kind words alone are a cheap test before the full pattern
+    return AnchoredRecognizer(supported_entity=entity, name=name, gate=rf"(?-i:{_words(*kinds)})\b",
                              patterns=[Pattern(f"name + {entity.lower()}", pattern, 0.8)])
 
 
