@@ -132,7 +132,7 @@ def main() -> None:
     ap.add_argument("--random-seeds", default="0", help="seeds of the random arms, e.g. 0,1")
     ap.add_argument("--boot", type=int, default=2000)
     ap.add_argument("--heldout", type=int, default=200, help="test rationales for the held-out rationale loss")
-    ap.add_argument("--out", default="bench/condense-result.json")
+    ap.add_argument("--out", default="bench/results/condense-cqa.json")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads; 1 because on 2 shared cores OpenMP's spinning threads lose 5x+ when others run")
     args = ap.parse_args()

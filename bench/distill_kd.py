@@ -1,6 +1,6 @@
 """KD vs CE-only at equal steps: held-out perplexity of a layer-dropped student on PubMedQA text.
 
-    python bench/distill_kd.py                                   # ~20 min on 2 busy cores
+    python bench/distill_kd.py                                   # acceptance size: 150 steps x 3 arms
     python bench/distill_kd.py --steps 40 --arms ce,kd --eval-chunks 16   # a quick look
 
 Teacher: `synthesize.teacher` (SmolLM2-135M-Instruct, 30 blocks). Student: its first and last

@@ -1,6 +1,6 @@
 """Distilling step-by-step on CommonsenseQA: label-only vs label + PaLM rationale, equal steps.
 
-    python bench/distill_sbs.py                          # 2 seeds x 2 arms, ~20 min on 2 busy cores
+    python bench/distill_sbs.py                          # acceptance size: 2 seeds x 2 arms, 1,221 questions
     python bench/distill_sbs.py --steps 40 --seeds 0 --n-test 200    # a quick look
 
 Data: `../shared/data/distill_step_by_step/cqa` (Hsieh et al., 2023, arXiv:2305.02301): 9,741

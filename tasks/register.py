@@ -47,6 +47,7 @@ Nothing here touches the network: the model card is written locally instead of f
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -81,6 +82,7 @@ REPORTS = (
     ("fairness", "fairness.png"),
     ("distill", "metrics.json"),
     ("distill", "history.csv"),
+    ("distill", "eval.csv"),
 )
 
 
@@ -228,6 +230,22 @@ def decide(gates_passed: bool, failed_gates: list[str], value: float | None, cha
                       f"{champion_value:.4f} - tolerance {tolerance:g}")
     return False, (f"refused: {PRIMARY_METRIC} {value:.4f} < champion v{champion} {champion_value:.4f} "
                    f"- tolerance {tolerance:g}")
+
+
+def step_series(root: Path, domain: str) -> list[tuple[str, float, int]]:
+    """distill's history.csv and eval.csv as (metric key, value, step) for MLflow's per-step charts."""
+    series = []
+    for file, prefix in (("history.csv", "distill.train"), ("eval.csv", "distill.heldout")):
+        path = stage_dir(root, domain, "distill") / file
+        if not path.is_file():
+            continue
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                step, split = int(row.pop("step")), row.pop("split", None)
+                for key, value in row.items():
+                    if value not in ("", None):
+                        series.append((f"{prefix}.{split + '.' if split else ''}{key}", float(value), step))
+    return series
 
 
 def check_guard(root: Path, domain: str) -> dict | None:
@@ -404,6 +422,7 @@ def _record_decision(client, name: str, version: str, previous: str | None, move
 def main(domain: str, params: Params, root: Path) -> dict:
     """Log the run, register the student, move the aliases the rule allows; write registration.json."""
     import mlflow
+    from mlflow.entities import Metric
 
     from tasks.model_card import model_card
 
@@ -449,6 +468,11 @@ def main(domain: str, params: Params, root: Path) -> dict:
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"{domain}-{commit[:8]}") as run:
             mlflow.log_params(flat_params(params, domain))
             mlflow.log_metrics(metrics)
+            # every loss term (unweighted and weighted) and the held-out loss per step, for MLflow's charts
+            now = int(time.time() * 1000)
+            per_step = [Metric(k, v, now, step) for k, v, step in step_series(root, domain)]
+            for i in range(0, len(per_step), 1000):  # log_batch takes at most 1000 metrics
+                client.log_batch(run.info.run_id, metrics=per_step[i:i + 1000])
             for stage, file in REPORTS:
                 path = stage_dir(root, domain, stage) / file
                 if path.is_file():

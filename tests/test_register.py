@@ -49,6 +49,7 @@ def project(tmp_path: Path, tiny_student: Path, monkeypatch) -> Path:  # noqa: F
     write_json(data / "distill/metrics.json", {"student_accuracy": 0.75, "teacher_accuracy": 0.8,
                                               "student": {"loss": 1.5, "perplexity": 4.5}})
     (data / "distill/history.csv").write_text("step,loss,kd,ce\n1,2.0,1.0,3.0\n2,1.5,0.8,2.2\n")
+    (data / "distill/eval.csv").write_text("step,split,loss,ppl\n0,test,2.5,12.2\n2,val,1.9,6.7\n2,test,1.8,6.0\n")
     write_json(data / "deidentify/audit.json", {"in": 40, "out": 40, "quarantined": 0, "entities": {"PERSON": 40}})
     write_json(data / "synthesize/report.json", {"kept": 30, "teacher": "tiny"})
     write_json(data / "condense/report.json", {"kept": 24, "method": "kcenter"})
@@ -120,6 +121,10 @@ def test_register_passing_student_is_challenger_and_champion_and_answers(project
     assert run.data.params["distill.steps"] == str(params.distill.steps) and run.data.params["domain_name"] == "toy"
     assert run.data.metrics["distill.student_accuracy"] == 0.75 and run.data.metrics["distill.student.loss"] == 1.5
     assert run.data.metrics["fairness.gates_passed"] == 1.0
+    # distill's history.csv, per step: one point per row, charted against the step
+    assert [(m.step, m.value) for m in client.get_metric_history(reg["run_id"], "distill.train.kd")] == [(1, 1.0), (2, 0.8)]
+    assert [(m.step, m.value) for m in client.get_metric_history(reg["run_id"], "distill.heldout.test.loss")] == [
+        (0, 2.5), (2, 1.8)]
     logged = {a.path for a in client.list_artifacts(reg["run_id"])}
     assert {"lineage.json", "gates.json", "model_card", "deidentify", "synthesize", "condense", "fairness",
             "distill"} <= logged
