@@ -264,7 +264,7 @@ def check_guard(root: Path, domain: str) -> dict | None:
 def student_prompt(spec: Domain, tok, text: str) -> str:
     """The student's input for one record text: distill's "[label]" prompt, so the served
     model sees exactly what it was trained and evaluated on."""
-    from tasks.distill import task_prompt
+    from tasks.distillation.examples import task_prompt
 
     return task_prompt(spec, tok, {"text": text})
 

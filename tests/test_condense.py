@@ -277,7 +277,7 @@ def test_ifd_matches_its_definition(scorer):
 
 
 def cz_task_prompt(row, tok):
-    from tasks.distill import LABEL, task_prompt
+    from tasks.distillation.examples import LABEL, task_prompt
 
     return task_prompt(HEALTHCARE, tok, row, LABEL)
 

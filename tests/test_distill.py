@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,13 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from domains import get_domain
 from tasks import distill as ds
 from tasks import models
+from tasks.distillation.checkpoints import run_key
+from tasks.distillation.distributed import Dist
+from tasks.distillation.forward import assistant_hidden, output_head, target_logits
+from tasks.distillation.objectives import HiddenAlign, head_loss, multitask_loss, task_weights
+from tasks.distillation.on_policy import sample_continuations
+from tasks.distillation.teacher import TeacherStates, TeacherTargets, topk_targets, with_teacher_topk
+from tasks.distillation.trainer import step_loss
 from tasks.params import Distill, Params
 from tasks.records import read_jsonl, write_jsonl
 from test_condense import make_rows
@@ -126,12 +134,12 @@ def test_long_prompts_are_cut_to_max_length(tok):
 
 def test_multitask_weights():
     p = Distill(**TINY_PARAMS, rationale_weight=0.3)
-    assert ds.task_weights(p, True) == {ds.LABEL: 0.7, ds.RATIONALE: 0.3}
-    assert ds.task_weights(p, False) == {ds.LABEL: 1.0, ds.RATIONALE: 0.0}
+    assert task_weights(p, True) == {ds.LABEL: 0.7, ds.RATIONALE: 0.3}
+    assert task_weights(p, False) == {ds.LABEL: 1.0, ds.RATIONALE: 0.0}
     g = torch.Generator().manual_seed(0)
     s, t = torch.randn(6, 11, generator=g), torch.randn(6, 11, generator=g)
     targets, task = torch.randint(0, 11, (6,), generator=g), torch.tensor([0, 0, 0, 1, 1, 1])
-    out = ds.multitask_loss(s, t, targets, task, p, ds.task_weights(p, True))
+    out = multitask_loss(s, t, targets, task, p, task_weights(p, True))
     assert out["loss"].item() == pytest.approx(0.7 * out["label_loss"].item() + 0.3 * out["rationale_loss"].item())
     assert out["loss"].item() == pytest.approx(p.kd_weight * out["kd"].item() + p.ce_weight * out["ce"].item())
 
@@ -219,16 +227,16 @@ def test_memoised_teacher_states_equal_a_fresh_forward():
     g = torch.Generator().manual_seed(0)
     pool = [ds.Example(ds.LABEL if i % 2 else ds.RATIONALE, str(i), torch.randint(1, 64, (5 + i,), generator=g).tolist(),
                        torch.randint(1, 64, (1 + i % 3,), generator=g).tolist()) for i in range(6)]
-    memo = ds.TeacherStates(teacher, pad_id=0)
+    memo = TeacherStates(teacher, pad_id=0)
     for examples in (pool[:3], pool[1:5], pool[::-1], pool[2:4] + pool[2:4]):
         with torch.no_grad():
-            fresh, _, _ = ds.target_logits(teacher, ds.collate(examples, 0, "cpu"))
+            fresh, _, _ = target_logits(teacher, ds.collate(examples, 0, "cpu"))
         got = memo(examples, "cpu")
         n = len(fresh)
         torch.testing.assert_close(got.logits(slice(0, n)), fresh, rtol=1e-3, atol=1e-3)
         torch.testing.assert_close(got.logits(slice(2, n - 1)), fresh[2 : n - 1], rtol=1e-3, atol=1e-3)  # across examples
     assert memo.computed == 6  # each example ran through the teacher once
-    over = ds.TeacherStates(teacher, 0, budget_mb=0)(pool, "cpu")  # no logits memo: the head runs per chunk
+    over = TeacherStates(teacher, 0, budget_mb=0)(pool, "cpu")  # no logits memo: the head runs per chunk
     assert all(cached is None for _, _, cached in over.spans) and over.logits(slice(0, 4)).shape == (4, 64)
 
 
@@ -246,12 +254,12 @@ def _batch_tensors(n=29, h_dim=8, v=64, seed=0):
 def test_chunked_head_loss_equals_the_dense_multitask_loss(divergence, chunk):
     h, w, th, tw, targets, task = _batch_tensors()
     p = Distill(**TINY_PARAMS, divergence=divergence, chunk_size=chunk, rationale_weight=0.3, kd_weight=0.7, ce_weight=0.2)
-    weights = ds.task_weights(p, True)
+    weights = task_weights(p, True)
     a, wa = h.clone().requires_grad_(), w.clone().requires_grad_()
-    got = ds.head_loss(a, wa, None, targets, task, ds.TeacherTargets(hidden=th, weight=tw), p, weights, divergence)
+    got = head_loss(a, wa, None, targets, task, TeacherTargets(hidden=th, weight=tw), p, weights, divergence)
     got["loss"].backward()
     b, wb = h.clone().requires_grad_(), w.clone().requires_grad_()
-    want = ds.multitask_loss(torch.nn.functional.linear(b, wb), torch.nn.functional.linear(th, tw), targets, task, p, weights)
+    want = multitask_loss(torch.nn.functional.linear(b, wb), torch.nn.functional.linear(th, tw), targets, task, p, weights)
     want["loss"].backward()
     for key in ("loss", "kd", "ce", "label_loss", "rationale_loss"):
         assert got[key].item() == pytest.approx(want[key].item(), rel=1e-5), key
@@ -270,21 +278,21 @@ def test_offline_topk_over_the_whole_vocabulary_equals_online_kd():
     g = torch.Generator().manual_seed(5)
     pool = [ds.Example(ds.LABEL if i % 2 else ds.RATIONALE, str(i), torch.randint(1, 64, (6,), generator=g).tolist(),
                        torch.randint(1, 64, (3,), generator=g).tolist()) for i in range(4)]
-    with_topk = ds.with_teacher_topk(teacher, pool, k=64, pad_id=0)
+    with_topk = with_teacher_topk(teacher, pool, k=64, pad_id=0)
     p_on = Distill(**{**TINY_PARAMS, "temperature": 1.0, "chunk_size": 4})
     p_off = Distill(**{**TINY_PARAMS, "temperature": 1.0, "chunk_size": 4, "teacher_source": "topk"})
-    weights = ds.task_weights(p_on, True)
-    h, targets, task, _ = ds.assistant_hidden(student, ds.collate(pool, 0, "cpu"))
-    w, b = ds._head(student)
-    online = ds.head_loss(h, w, b, targets, task, ds.TeacherStates(teacher, 0)(pool, "cpu"), p_on, weights, "forward_kl")
-    offline = ds.head_loss(h, w, b, targets, task, ds.topk_targets(with_topk, "cpu"), p_off, weights, "forward_kl")
+    weights = task_weights(p_on, True)
+    h, targets, task, _ = assistant_hidden(student, ds.collate(pool, 0, "cpu"))
+    w, b = output_head(student)
+    online = head_loss(h, w, b, targets, task, TeacherStates(teacher, 0)(pool, "cpu"), p_on, weights, "forward_kl")
+    offline = head_loss(h, w, b, targets, task, topk_targets(with_topk, "cpu"), p_off, weights, "forward_kl")
     assert offline["kd"].item() == pytest.approx(online["kd"].item(), rel=1e-3)
     assert offline["ce"].item() == pytest.approx(online["ce"].item(), rel=1e-6)
     # Stored distributions for the first target token only: KD averages over those positions alone.
-    partial = [ds.replace(e, teacher_topk=(e.teacher_topk[0][:1], e.teacher_topk[1][:1])) for e in with_topk]
-    t = ds.topk_targets(partial, "cpu")
+    partial = [replace(e, teacher_topk=(e.teacher_topk[0][:1], e.teacher_topk[1][:1])) for e in with_topk]
+    t = topk_targets(partial, "cpu")
     assert t.has.tolist() == [True, False, False] * 4
-    first = ds.head_loss(h, w, b, targets, task, t, p_off, weights, "forward_kl")
+    first = head_loss(h, w, b, targets, task, t, p_off, weights, "forward_kl")
     assert 0 < first["kd"].item() != pytest.approx(offline["kd"].item())
     # Training from stored top-k needs no teacher model at all.
     pools = {task: [e for e in with_topk if e.task == task] for task in (ds.LABEL, ds.RATIONALE)}
@@ -323,20 +331,20 @@ def test_gkd_steps_train_on_student_samples_scored_by_the_teacher():
     g = torch.Generator().manual_seed(6)
     pool = [ds.Example(ds.LABEL, str(i), torch.randint(3, 64, (6,), generator=g).tolist(), [7, 8, 2]) for i in range(6)]
     p = Distill(**{**TINY_PARAMS, "gkd_lambda": 1.0, "gkd_max_new_tokens": 5, "steps": 3, "beta": 0.3})
-    samples = ds.sample_continuations(student, pool[:4], p, pad_id=0, eos_id=2, seed=11)
-    again = ds.sample_continuations(student, pool[:4], p, pad_id=0, eos_id=2, seed=11)
+    samples = sample_continuations(student, pool[:4], p, pad_id=0, eos_id=2, seed=11)
+    again = sample_continuations(student, pool[:4], p, pad_id=0, eos_id=2, seed=11)
     assert [s.target_ids for s in samples] == [s.target_ids for s in again]  # seeded: a resumed run redraws them
     assert [s.prompt_ids for s in samples] == [e.prompt_ids for e in pool[:4]]
     assert all(1 <= len(s.target_ids) <= 5 and (2 not in s.target_ids[:-1]) for s in samples)
     assert any(s.target_ids != [7, 8, 2] for s in samples)
     # The on-policy loss is kd_weight x JSD(beta) of student vs teacher on those samples, no CE.
-    states = ds.TeacherStates(teacher, 0)
-    out = ds.step_loss(student, states, None, samples, p, ds.task_weights(p, False), True, 0, "cpu")
+    states = TeacherStates(teacher, 0)
+    out = step_loss(student, states, None, samples, p, task_weights(p, False), True, 0, "cpu")
     with torch.no_grad():
-        s_logits, targets, task = ds.target_logits(student, ds.collate(samples, 0, "cpu"))
-        t_logits, _, _ = ds.target_logits(teacher, ds.collate(samples, 0, "cpu"))
-    ref = ds.multitask_loss(s_logits, t_logits, targets, task, Distill(**{**TINY_PARAMS, "divergence": "jsd", "beta": 0.3,
-                                                                          "ce_weight": 0.0}), ds.task_weights(p, False))
+        s_logits, targets, task = target_logits(student, ds.collate(samples, 0, "cpu"))
+        t_logits, _, _ = target_logits(teacher, ds.collate(samples, 0, "cpu"))
+    ref = multitask_loss(s_logits, t_logits, targets, task, Distill(**{**TINY_PARAMS, "divergence": "jsd", "beta": 0.3,
+                                                                          "ce_weight": 0.0}), task_weights(p, False))
     assert out["loss"].item() == pytest.approx(ref["loss"].item(), rel=1e-3)
     assert out["ce"].item() == 0 and out["kd_weighted"].item() == pytest.approx(out["loss"].item(), rel=1e-6)
     assert not states.cache  # student samples are not memoised
@@ -361,9 +369,9 @@ def test_hidden_alignment_learns_a_projection_across_widths():
     for h in history:
         assert h["hidden_weighted"] == pytest.approx(h["hidden"], rel=1e-5)
         assert h["loss"] == pytest.approx(h["kd_weighted"] + h["ce_weighted"] + h["hidden_weighted"], rel=1e-4, abs=1e-6)
-    align = ds.HiddenAlign([(1, 2)], 16, 32)
+    align = HiddenAlign([(1, 2)], 16, 32)
     assert isinstance(align.proj[0], torch.nn.Linear) and align.proj[0].weight.shape == (32, 16)
-    assert isinstance(ds.HiddenAlign([], 32, 32).proj[0], torch.nn.Identity) and ds.HiddenAlign([], 32, 32).pairs == [(-1, -1)]
+    assert isinstance(HiddenAlign([], 32, 32).proj[0], torch.nn.Identity) and HiddenAlign([], 32, 32).pairs == [(-1, -1)]
 
 
 def test_early_stopping_stops_after_patience_evaluations_without_improvement():
@@ -413,16 +421,16 @@ KILL_AFTER_SECOND_CHECKPOINT = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 from test_distill import resume_setup
-from tasks import distill
-real, saved = distill.save_checkpoint, []
+from tasks.distillation import trainer
+real, saved = trainer.save_checkpoint, []  # the name train() calls
 def save_then_die(path, state):
     real(path, state)
     saved.append(state["step"])
     if len(saved) == 2:  # step 4's checkpoint is on disk: die hard, as a killed job would
         os.kill(os.getpid(), signal.SIGKILL)
-distill.save_checkpoint = save_then_die
+trainer.save_checkpoint = save_then_die
 student, teacher, pools, params, pad_id = resume_setup()
-distill.train(student, teacher, pools, params, pad_id, checkpoint_dir={ckpt!r}, progress=False)
+trainer.train(student, teacher, pools, params, pad_id, checkpoint_dir={ckpt!r}, progress=False)
 """
 
 
@@ -457,7 +465,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
         assert torch.equal(value, ref_state[name]), name
     # other params: another key, no resume
     other = Distill(**{**RESUME_PARAMS, "lr": 1e-3})
-    assert ds.run_key(other, pools, resumed_student) != ds.run_key(params, pools, resumed_student)
+    assert run_key(other, pools, resumed_student) != run_key(params, pools, resumed_student)
 
 
 def test_multi_gpu_launch_config_and_single_process_default():
@@ -467,5 +475,5 @@ def test_multi_gpu_launch_config_and_single_process_default():
 
     config = yaml.safe_load((ROOT / "configs/accelerate_multi_gpu.yaml").read_text())
     assert config["distributed_type"] == "MULTI_GPU" and config["num_processes"] >= 2
-    assert ds.Dist.from_env() == ds.Dist(0, 1)  # no WORLD_SIZE: one process, accelerate untouched
+    assert Dist.from_env() == Dist(0, 1)  # no WORLD_SIZE: one process, accelerate untouched
     import accelerate  # noqa: F401  (a dependency: the launcher and PartialState)

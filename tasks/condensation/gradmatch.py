@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from tasks.condensation.scoring import _fit, target_hidden
-from tasks.distill import LABEL, make_example
+from tasks.distillation.examples import LABEL, make_example
 
 SKETCH = (16, 16)  # (a, b): a 256-dim gradient sketch
 EPS = 0.01  # stochastic greedy: each step finds a (1 - 1/e - eps)-good pick in expectation

@@ -25,7 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from tasks import models
-from tasks.distill import ANSWER, LABEL, gold_label, kept_layers, task_prompt
+from tasks.distillation.examples import ANSWER, LABEL, gold_label, task_prompt
+from tasks.student import init_student, kept_layers
 
 BATCH = 16
 
@@ -50,10 +51,6 @@ def uncertainty(rows: list[dict]) -> np.ndarray:
 
 def load_scorer(spec: str, layers: int = 0):
     """(model float32 on CPU/GPU, tokenizer): `spec`, cut to its first/last `layers` // 2 blocks if > 0."""
-    from tasks.distill import (
-        init_student,  # tasks.student once 6b lands; same signature
-    )
-
     path = models.resolve_model(spec)
     tok = models.load_tokenizer(path)
     model = models.load_causal_lm(path, "float32")
