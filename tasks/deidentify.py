@@ -380,7 +380,7 @@ def build_analyzer(domain_name: str, ner: bool = True) -> AnalyzerEngine:
     log.setLevel(logging.ERROR)  # one warning per non-English predefined recognizer otherwise
     try:
         analyzer = _Analyzer(nlp_engine=_nlp_engine(ner), supported_languages=["en"],
-                                  context_aware_enhancer=FastContextEnhancer())
+                             context_aware_enhancer=FastContextEnhancer())
     finally:
         log.setLevel(level)
     for slow, fast in (("EmailRecognizer", OfflineEmailRecognizer()), ("PhoneRecognizer", CandidatePhoneRecognizer()),
@@ -860,8 +860,16 @@ def detect_all(domain: Domain, texts: list[str], config: Deidentify, kept: Count
     Workers take chunks of 8 spaCy batches; results come back in input order. A single-threaded
     process (the CLI, `dvc repro`) forks them, so they share the analyzer already loaded; under
     the Prefect flow, which runs stages in threads, they are spawned (forking a threaded process
-    can deadlock) and each loads its own (~6 s).
+    can deadlock) and each loads its own (~6 s). Raw sentences remembered for NER are dropped
+    at the end (a long-lived worker process keeps no raw text between runs).
     """
+    try:
+        yield from _detect_all(domain, texts, config, kept)
+    finally:
+        forget_sentences()
+
+
+def _detect_all(domain: Domain, texts: list[str], config: Deidentify, kept: Counter) -> Iterable[list[Span]]:
     if config.n_process < 2 or len(texts) < PARALLEL_FROM:
         yield from detect(domain, texts, config, kept, progress=len(texts) >= PARALLEL_FROM)
         return

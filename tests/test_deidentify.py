@@ -366,3 +366,27 @@ def test_worker_processes_give_the_same_spans_in_order(monkeypatch):
     kept = collections.Counter()
     two = list(stage.detect_all(domain, texts, Deidentify(n_process=2, batch_size=1), kept))  # 8-text chunks
     assert two == one and sum(map(len, one)) > 24 * 5
+
+
+@pytest.mark.parametrize("text, phi", [
+    ("Billing address: Sara Schwarz\n    28245 Puruntie 82 Apt. 595\n   LAPPEENRANTA\n", ["Puruntie 82", "Apt. 595", "LAPPEENRANTA"]),
+    ("Tilly lives at ul. Słowicza 10, Gdańsk.", ["Słowicza 10"]),
+    ("Please return to PSC 0413, Box 8144\nAPO AA 42323 in case of an issue.", ["PSC 0413, Box 8144", "APO AA 42323"]),
+    ("4844 Søndergade 52\n Apt. 656\n Brønderslev\n\n Denmark 35018", ["Søndergade 52", "Brønderslev", "35018"]),
+    ("Can someone call me on 9472 7916? Mr. Pavlović flew to STAXROITH on Monday.", ["9472 7916", "STAXROITH"]),
+    ("Maybe it's under Elita B Desaulniers. What's your last name? Boyle", ["Elita B Desaulniers", "Boyle"]),
+])
+def test_non_us_addresses_phones_and_names_are_found(text, phi):
+    """General-text formats the clinical patterns did not know (presidio_synth styles)."""
+    spans = next(stage.detect(get_domain("healthcare"), [text], Deidentify(n_process=1)))
+    covered = {i for s in spans for i in range(s.start, s.end)}
+    for value in phi:
+        start = text.index(value)
+        assert all(i in covered for i in range(start, start + len(value)) if text[i].isalnum()), (value, spans)
+
+
+def test_clinical_orders_and_durations_are_not_addresses():
+    text = ("Place pt on 2L NC. Monitoring 24 hours, during 3 shifts. Vitamin D Level low, Factor V Leiden "
+            "neg. Travel to MA last month. Tylenol PRN 1400.")
+    spans = next(stage.detect(get_domain("healthcare"), [text], Deidentify(n_process=1)))
+    assert [text[s.start:s.end] for s in spans] == []

@@ -72,7 +72,7 @@ Hashimoto's Graves Graves' Murphy Murphy's Homan Homan's Braden Babinski Parkins
 Alzheimer's Crohn Crohn's Bell Cushing Cushing's Addison Addison's Down Wells Romberg Kernig Brudzinski Trendelenburg
 Valsalva Heimlich Whipple Nissen Roux-en-Y Kussmaul Cheyne-Stokes Korotkoff Tinel Phalen McMurray Lachman Hoffmann
 Epley Dix-Hallpike Gram Wernicke Korsakoff Tourette Huntington Raynaud Sjogren Kawasaki Wilms Ewing Kaposi Meckel
-Zenker Mallory-Weiss Charcot Virchow Eliquis Keppra Zosyn Lopressor Coumadin Xarelto Lasix Norco Percocet Dilaudid
+Leiden Vitamin Level Zenker Mallory-Weiss Charcot Virchow Eliquis Keppra Zosyn Lopressor Coumadin Xarelto Lasix Norco Percocet Dilaudid
 UOP Brief Course Bedside Telehealth Lic Harvard Pilgrim Walgreens CVS Smoker Continue Ambulated Repositioned BS Tufts MassHealth Aetna
 Bactrim Flagyl Cipro Levaquin Augmentin Keflex Ativan Haldol Seroquel Zyprexa Ambien Protonix Zofran Tylenol Motrin
 """.split())
