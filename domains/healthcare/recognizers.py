@@ -106,7 +106,8 @@ class AnchoredRecognizer(PatternRecognizer):
 
     `(?<=MRN:\\s*)\\d+` makes the regex engine try the look-behind at every character of the
     note; searching the anchors ("MRN:", each followed by its value) once and matching the value
-    where each ends finds the same spans (up to overlapping anchors) several times faster. Other patterns run as in Presidio.
+    where each ends finds the same spans (up to overlapping anchors) several times faster. Other
+    patterns run as in Presidio.
     """
 
     def __init__(self, *args, gate: str | None = None, **kwargs):
