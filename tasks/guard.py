@@ -416,10 +416,11 @@ class Scanner:
 
 
 def scan_paths(paths: Iterable[tuple[Path, str]], identifiers: Identifiers, raw_left: dict[str, str] | None = None,
-               deidentified: dict[str, str] | None = None, skip: set[Path] = frozenset()) -> tuple[dict[str, dict], list[Leak]]:
-    """Scan (path, name in the report) pairs; folders are walked for text files (but `skip`).
-    Returns per-file counts and SHA-256, and every leak. `raw_left` / `deidentified` (text per
-    record id) excuse surrogates."""
+               deidentified: dict[str, str] | None = None, verified: set[str] = frozenset(),
+               ) -> tuple[dict[str, dict], list[Leak]]:
+    """Scan (path, name in the report) pairs; folders are walked for text files. Returns per-file
+    counts and SHA-256, and every leak; files whose SHA-256 is in `verified` are reported as such,
+    not read again. `raw_left` / `deidentified` (text per record id) excuse surrogates."""
     scanner = Scanner(identifiers, raw_left, deidentified)
     files, leaks = {}, []
     for path, name in paths:
@@ -429,10 +430,14 @@ def scan_paths(paths: Iterable[tuple[Path, str]], identifiers: Identifiers, raw_
         targets = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for target in targets:
             label = name if target == path else f"{name}/{target.relative_to(path).as_posix()}"
-            if target.name.startswith(".") or target.name in NOT_SCANNED or target in skip or not _is_text(target):
+            if target.name.startswith(".") or target.name in NOT_SCANNED or not _is_text(target):
+                continue
+            digest = _sha256(target)
+            if digest in verified:
+                files[label] = {"verified": True, "sha256": digest}
                 continue
             n, found = scanner.file(target, label)
-            files[label] = {"lines": n, "leaks": len(found), "sha256": _sha256(target)}
+            files[label] = {"lines": n, "leaks": len(found), "sha256": digest}
             leaks += found
     return files, leaks
 
@@ -491,14 +496,14 @@ def check_tree(tree: Path, domain: Domain | str, params: Params, root: Path, ver
     """
     domain = get_domain(domain) if isinstance(domain, str) else domain
     tree = Path(tree)
-    skipped = [p for p in tree.rglob("*") if p.is_file() and verified and _sha256(p) in verified]
     if verified:
         params = params.model_copy(update={"guard": params.guard.model_copy(update={"redetect": False})})
     identifiers, _ = build_identifiers(domain, params, Path(root))
-    files, leaks = scan_paths([(tree, tree.name)], identifiers, skip=set(skipped))
+    files, leaks = scan_paths([(tree, tree.name)], identifiers, verified=verified)
     if leaks:
         raise _fail(f"guard@{domain.name} ({tree})", files, leaks)
-    return {"files": len(files), "verified": len(skipped), "identifiers": len(identifiers),
+    skipped = sum(1 for f in files.values() if f.get("verified"))
+    return {"files": len(files) - skipped, "verified": skipped, "identifiers": len(identifiers),
             "redetect": params.guard.redetect, "leaks": 0}
 
 
