@@ -15,9 +15,16 @@ Systems, on the same texts:
 
 Scores per category (names, dates, ids, phones, locations, other), type-agnostic because
 what matters for privacy is whether the characters are gone, not what they were called:
-  span recall     gold spans whose every letter and digit is inside some predicted span;
-  char recall     gold letters and digits inside predicted spans;
+  span recall     gold spans whose every identifying letter and digit is inside some predicted span;
+  char recall     gold identifying letters and digits inside predicted spans;
   char precision  predicted letters and digits (of the category's predicted types) inside gold spans.
+Identifying: every letter and digit of a gold span except the parts Safe Harbor lets a record
+keep or that name no one, by the same rule for both systems (`exempt_chars`): in a place or
+address span a country or US state name ("Uruguay", "Cyprus (Greek)"; as a whole span these
+are "PERMITTED", see `safe_harbor_view`) and Faker's "nan" for a missing region; in a name span
+a leading title or a trailing credential ("Dr.", "Mrs.", "MD", "DDS"). So a gold block
+"6750 Koskikatu 25 Apt. 864\nArtilleros\n, CO\n Uruguay 64677" counts as recalled when street,
+unit, town, region code and postcode are covered, even though "Uruguay" stays.
 Speed: notes/s of the analysis alone (models loaded before the clock starts), and the ratio.
 """
 
@@ -66,10 +73,46 @@ def _kept_places() -> frozenset[str]:
     return frozenset(p.lower() for p in (*Provider.countries, *Provider.states, "United States", "USA", "UK"))
 
 
+_TITLE = re.compile(r"^(?:(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\.?\s+)+", re.IGNORECASE)
+_CREDENTIAL = re.compile(r"(?:,?\s+(?:MD|M\.D\.|DDS|DMD|DVM|PhD|RN|NP|Esq\.?))+$")
+_NAN = re.compile(r"(?<![\w'])nan(?![\w'])")  # Faker writes a missing region as "nan"
+
+
+@functools.lru_cache(maxsize=1)
+def _kept_place_pattern() -> re.Pattern:
+    """Country and US state names (Faker's lists and pycountry's ISO 3166 names), with an
+    optional qualifier in parentheses ("Cyprus (Greek)"), as whole words in any case."""
+    import pycountry
+
+    names = set(_kept_places())
+    names |= {n.lower() for c in pycountry.countries for n in (c.name, getattr(c, "common_name", c.name))}
+    names = sorted((n for n in names if "," not in n), key=len, reverse=True)
+    return re.compile(r"(?<![\w'])(?:" + "|".join(map(re.escape, names)) + r")(?:\s\([^)\n]{1,20}\))?(?![\w'])",
+                      re.IGNORECASE)
+
+
+def exempt_chars(span: dict, text: str) -> set[int]:
+    """Positions in a gold span that identify no one (see the module docstring): countries, US
+    states and "nan" in place spans; a leading title and trailing credentials in name spans."""
+    start, end, kind = span["start"], span["end"], span["entity_type"]
+    value, out = text[start:end], set()
+    if GOLD.get(kind) == "locations":
+        for pattern in (_kept_place_pattern(), _NAN):
+            for m in pattern.finditer(value):
+                out.update(range(start + m.start(), start + m.end()))
+    elif GOLD.get(kind) == "names":
+        if m := _TITLE.match(value):
+            out.update(range(start, start + m.end()))
+        if m := _CREDENTIAL.search(value):
+            out.update(range(start + m.start(), end))
+    return out
+
+
 def safe_harbor_view(span: dict, text: str) -> dict:
     """Presidio's gold marks some values Safe Harbor lets a de-identified record keep (45 CFR
     164.514(b)(2)(i)(B), (C)): a year, a weekday or a clock time alone, a country or US state, an
-    age under 90. Those become "PERMITTED" (scored under "other"); "2006-04-07 09:00:27" keeps its date."""
+    age under 90, and Faker's "nan" for a missing region. Those become "PERMITTED" (scored under
+    "other"); "2006-04-07 09:00:27" keeps its date."""
     value, kind = text[span["start"]:span["end"]], span["entity_type"]
     if kind == "DATE_TIME" and (re.fullmatch(r"(?:19|20)\d\d|\d{1,2}:\d\d(?::\d\d)?", value)
                                 or _WEEKDAY.fullmatch(value)):
@@ -78,6 +121,9 @@ def safe_harbor_view(span: dict, text: str) -> dict:
         return {**span, "end": span["start"] + len(m[1])}
     if kind == "GPE" and value.lower() in _kept_places() or kind == "AGE" and value.isdigit() and int(value) < 90:
         return {**span, "entity_type": "PERMITTED"}
+    exempt = exempt_chars(span, text)
+    if exempt and all(i in exempt for i in range(span["start"], span["end"]) if text[i].isalnum()):
+        return {**span, "entity_type": "PERMITTED"}  # "nan", "Cyprus (Greek)": nothing to remove
     return span
 
 
@@ -126,7 +172,8 @@ def score(notes: list[dict], predictions: list[list[tuple[int, int, str]]]) -> d
         in_gold = _mask(text, [(s["start"], s["end"]) for s in note["spans"]])
         for s in note["spans"]:
             category = GOLD.get(s["entity_type"], "other")
-            chars = [i for i in range(s["start"], s["end"]) if text[i].isalnum()]
+            exempt = exempt_chars(s, text)
+            chars = [i for i in range(s["start"], s["end"]) if text[i].isalnum() and i not in exempt]
             hit = sum(covered[i] for i in chars)
             spans_total[category] += 1
             gold_chars[category] += len(chars)

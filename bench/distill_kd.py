@@ -38,7 +38,9 @@ from tasks.params import Distill, load_params
 ROOT = Path(__file__).resolve().parents[1]
 PUBMEDQA = ROOT.parent / "shared" / "data" / "pubmedqa"
 RESULTS = ROOT / "bench" / "results"
-ARMS = {"ce": (0.0, 1.0), "kd": (1.0, 0.0), "kd+ce": (0.5, 0.5)}  # (kd_weight, ce_weight)
+# (kd_weight, ce_weight, hidden_weight): "+hid" also aligns the student's hidden state at the
+# junction of kept blocks with the teacher's at the same depth (FitNets; cosine distance).
+ARMS = {"ce": (0.0, 1.0, 0.0), "kd": (1.0, 0.0, 0.0), "kd+ce": (0.5, 0.5, 0.0), "kd+hid": (1.0, 0.0, 1.0)}
 
 
 def pubmedqa_texts(folder: Path) -> tuple[list[str], list[str]]:
@@ -92,10 +94,14 @@ def main() -> None:
               "load_avg_start": load0, "arms": {}}
     print(f"teacher held-out ppl {t_eval['ppl']:.2f}")
     for arm in args.arms.split(","):
-        kd_w, ce_w = ARMS[arm]
+        kd_w, ce_w, hid_w = ARMS[arm]
+        # student hidden_states[keep_first] = after its last "first" block; the teacher's equivalent
+        # depth is where its kept last blocks start
+        junction = (args.keep_first, n_layers - args.keep_last)
         params = Distill(keep_first=args.keep_first, keep_last=args.keep_last, steps=args.steps,
                          batch_size=args.batch_size, max_length=args.seq_len, lr=args.lr,
-                         temperature=args.temperature, kd_weight=kd_w, ce_weight=ce_w, seed=args.seed)
+                         temperature=args.temperature, kd_weight=kd_w, ce_weight=ce_w, seed=args.seed,
+                         hidden_weight=hid_w, hidden_layers=[junction] if hid_w else [], hidden_loss="cosine")
         student = st.init_student(teacher32, params)
         if "student_init_ppl" not in result:
             result["student_layers"] = student.config.num_hidden_layers
@@ -105,7 +111,7 @@ def main() -> None:
         history = ds.train(student, teacher, train, params, tok.pad_token_id)
         seconds = time.perf_counter() - start
         ppl = ds.heldout_loss(student, held, tok.pad_token_id)["ppl"]
-        result["arms"][arm] = {"kd_weight": kd_w, "ce_weight": ce_w, "ppl": ppl, "train_seconds": seconds,
+        result["arms"][arm] = {"kd_weight": kd_w, "ce_weight": ce_w, "hidden_weight": hid_w, "ppl": ppl, "train_seconds": seconds,
                                "seconds_per_step": seconds / args.steps,
                                "loss": [h["loss"] for h in history], "ce": [h["ce"] for h in history]}
         print(f"{arm:>6}: held-out ppl {ppl:7.2f}  ({seconds / args.steps:.2f} s/step, load {os.getloadavg()[0]:.1f})")

@@ -350,7 +350,8 @@ def priorities(rows: list[dict], params: Condense, domain=None, scorer=None) -> 
     t0 = time.perf_counter()
     k = max(1, round(params.ratio * len(rows)))
     with threadpool_limits(1):
-        order, weights = gradmatch.craig_order(g, k, params.seed)
+        # per class, as CRAIG selects (and a greedy over each class alone is much cheaper)
+        order, weights = gradmatch.craig_order(g, k, params.seed, strata=[str(r.get("label")) for r in rows])
     return order, {"sketch_dim": int(g.shape[1]), "gradient_seconds": round(t0 - started, 2),
                    "greedy_seconds": round(time.perf_counter() - t0, 2),
                    "craig_weight_max": int(weights.max()) if len(weights) else 0,

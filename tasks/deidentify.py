@@ -507,6 +507,29 @@ def _name_parts(text: str, start: int, end: int, allow: frozenset[str], upper_te
     return parts
 
 
+_HYPHENATED = re.compile(r"-[^\W\d_]+")  # "Hauta" -> "Hauta-aho"
+_PARTICLE_NEXT = re.compile(r"[ \t]+(?:de|del|da|do|dos|das|di|la|le|van|von|der|den|ten|y)[ \t]+[^\W\d_a-z][^\W\d_]+")
+
+
+def _widen(text: str, start: int, end: int, entity: str, allow: frozenset[str]) -> tuple[int, int]:
+    """An NER name or place cut short by spaCy's small model, completed: a short hyphenated part of
+    a name ("Hauta-aho", not "Nepali-speaking"), a particle and the word after it ("Villafranca del Cid")."""
+    if entity == "PERSON" and (m := _HYPHENATED.match(text, end)) and len(m.group()) <= 5:
+        end = m.end()
+    if m := _PARTICLE_NEXT.match(text, end):
+        end = m.end()
+    return start, end
+
+
+_ADDRESS_PARTS = frozenset(("STREET_ADDRESS", "ZIP_CODE", "LOCATION"))
+
+
+def _family(span: Span) -> str:
+    """A pattern match of an address part inside another merges into it ("25615" as a ZIP inside the
+    street line "25615 Tawastintie 72"); other overlaps merge only within one entity type."""
+    return "ADDRESS" if span.pattern and span.entity in _ADDRESS_PARTS else span.entity
+
+
 def select_spans(text: str, results: list[RecognizerResult], allow: frozenset[str], kept: Counter) -> list[Span]:
     """The spans to replace, from Presidio's results.
 
@@ -517,7 +540,8 @@ def select_spans(text: str, results: list[RecognizerResult], allow: frozenset[st
     NER guesses on UPPER-CASE notes unless multi-word and free of note vocabulary; NER places that
     are states or countries. A DATE_TIME span shrinks to its date elements; a PERSON span loses a
     leading title ("Dr. Foley" is a name even though "Foley" is allow-listed). Overlaps of one
-    type merge; among different types a pattern match beats an NER guess, then the higher score,
+    type merge, and so does an address part found by a pattern inside another ("25615" in
+    "25615 Tawastintie 72"); an NER name or place cut short is completed (`_widen`); among different types a pattern match beats an NER guess, then the higher score,
     then the longer span. Finally every other mention of a detected name in the record is added,
     and the other items of a list holding one ("Kónya, Becker and Vasquez").
     """
@@ -552,6 +576,8 @@ def select_spans(text: str, results: list[RecognizerResult], allow: frozenset[st
                      if not upper_text or (len(text[a:b].split()) > 1 and not _NOTE_WORD.search(text[a:b]))]
             if r.entity_type == "LOCATION":  # Safe Harbor keeps states and countries
                 parts = [(a, b) for a, b in parts if text[a:b].lower() not in _STATES_AND_COUNTRIES]
+            if not upper_text:
+                parts = [_widen(text, a, b, r.entity_type, allow) for a, b in parts]
             if not parts:
                 kept["not_a_name"] += 1
             spans += [Span(a, b, r.entity_type, r.score, pattern) for a, b in parts]
@@ -561,12 +587,14 @@ def select_spans(text: str, results: list[RecognizerResult], allow: frozenset[st
             continue
         if start < end:
             spans.append(Span(start, end, r.entity_type, r.score, pattern))
-    spans.sort(key=lambda s: (s.entity, s.start))
+    spans.sort(key=lambda s: (_family(s), s.start))
     merged: list[Span] = []
-    for s in spans:  # same type, overlapping -> one span covering both
-        if merged and merged[-1].entity == s.entity and s.start < merged[-1].end:
+    for s in spans:  # same type, overlapping -> one span covering both; an address part inside another -> the outer
+        if merged and _family(merged[-1]) == _family(s) and s.start < merged[-1].end and (
+                merged[-1].entity == s.entity or s.end <= merged[-1].end or merged[-1].start == s.start):
             m = merged[-1]
-            merged[-1] = Span(m.start, max(m.end, s.end), s.entity, max(m.score, s.score), m.pattern or s.pattern)
+            entity = m.entity if m.end - m.start >= s.end - s.start else s.entity  # the longer one names it
+            merged[-1] = Span(m.start, max(m.end, s.end), entity, max(m.score, s.score), m.pattern or s.pattern)
         else:
             merged.append(s)
     chosen: list[Span] = []

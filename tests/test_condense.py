@@ -293,7 +293,7 @@ def test_gradient_sketch_is_the_projected_head_gradient(scorer):
     model, tok = scorer
     rows = make_rows(3)
     pairs = gm.label_pairs(HEALTHCARE, tok, rows, 256)
-    g = gm.gradient_sketches(model, pairs, tok.pad_token_id, seed=7, sketch=(4, 3))
+    g = gm.gradient_sketches(model, pairs, tok.pad_token_id, seed=7, sketch=(4, 3), dtype="float32")
     w = model.get_output_embeddings().weight.detach().float().clone().requires_grad_(True)
     gen = torch.Generator().manual_seed(7)
     r_v = torch.randn(w.shape[0], 4, generator=gen) / 2.0
@@ -316,6 +316,90 @@ def test_craig_picks_one_medoid_per_cluster():
     assert sorted(int(i) // 40 for i in order[:5]) == [0, 1, 2, 3, 4]
     assert sorted(weights.tolist()) == [40] * 5
     assert sorted(order.tolist()) == list(range(200))
+
+
+def plain_greedy_facility_location(g: np.ndarray, k: int) -> list[int]:
+    """Reference: argmax_j sum_i max(best_i, d0 - ||g_i - g_j||) - F(S) over all rows, k times."""
+    d = np.linalg.norm(g[:, None] - g[None], axis=2)
+    d0 = 2.0 * np.linalg.norm(g, axis=1).max() + 1e-6
+    best, picks = np.zeros(len(g)), []
+    for _ in range(k):
+        gain = np.maximum(d0 - d - best[:, None], 0).sum(0)
+        gain[picks] = -1
+        j = int(np.argmax(gain))
+        picks.append(j)
+        best = np.maximum(best, d0 - d[:, j])
+    return picks
+
+
+def test_stochastic_greedy_is_plain_greedy_when_it_samples_everything():
+    """eps -> 0 makes every step evaluate all free rows: the picks must equal plain greedy's, in order."""
+    g = np.random.default_rng(4).normal(size=(80, 6)).astype(np.float32)
+    order, weights = gm.craig_order(g, 12, seed=2, eps=1e-12)
+    assert order[:12].tolist() == plain_greedy_facility_location(g.astype(np.float64), 12)
+    assert weights.sum() == 80
+    # with sampling (default eps) the objective stays close to greedy's: (1 - 1/e - eps) in expectation
+    def objective(picks):
+        d = np.linalg.norm(g[:, None] - g[None][:, picks], axis=2)
+        return (2.0 * np.linalg.norm(g, axis=1).max() - d.min(1)).sum()
+    sampled, _ = gm.craig_order(g, 12, seed=2)
+    assert objective(sampled[:12]) >= 0.95 * objective(order[:12])
+
+
+def test_craig_per_stratum_budgets_cover_and_interleave():
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(300, 8)).astype(np.float32)
+    strata = np.array(["a"] * 200 + ["b"] * 80 + ["c"] * 20)
+    order, weights = gm.craig_order(g, 30, seed=1, strata=strata)
+    assert sorted(order.tolist()) == list(range(300))
+    picked = strata[order[:30]]
+    assert Counter(picked.tolist()) == {"a": 20, "b": 8, "c": 2}  # proportional budgets
+    assert set(picked[:3].tolist()) == {"a", "b", "c"}  # every stratum's best pick comes first
+    assert Counter(strata[order[:15]].tolist()) == {"a": 10, "b": 4, "c": 1}  # a prefix stays proportional
+    assert weights.sum() == 300  # each row counted once, by the nearest pick of its own stratum
+    again, _ = gm.craig_order(g, 30, seed=1, strata=strata)
+    assert again.tolist() == order.tolist()
+    assert gm.craig_order(g, 30, seed=2, strata=strata)[0][:30].tolist() != order[:30].tolist()
+    assert gm.budgets([5, 3, 2], 4) == [2, 1, 1] and gm.budgets([3, 0], 5) == [3, 0]
+    # one stratum: exactly the unstratified selection
+    assert gm.craig_order(g, 30, seed=1, strata=["x"] * 300)[0].tolist() == gm.craig_order(g, 30, seed=1)[0].tolist()
+
+
+def test_length_batches_and_common_prefix():
+    lengths = [5, 90, 7, 40, 40, 3, 88, 12]
+    batches = scoring.length_batches(lengths, batch_size=3, max_tokens=100)
+    flat = [int(i) for b in batches for i in b]
+    assert sorted(flat) == list(range(8))
+    assert [lengths[i] for i in flat] == sorted(lengths)  # sorted: little padding
+    assert all(len(b) <= 3 and len(b) * max(lengths[i] for i in b) <= 100 or len(b) == 1 for b in batches)
+    assert scoring.common_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert scoring.common_prefix([[1, 2, 3], [1, 2, 3]]) == 2  # each keeps one token of its own
+    assert scoring.common_prefix([[7, 1], [8, 1]]) == 0 and scoring.common_prefix([]) == 0
+
+
+def test_cached_prefix_and_right_padding_give_the_unbatched_hidden_states(scorer):
+    """Length batches without mask + the shared prefix's KV cache == one plain forward per row."""
+    model, tok = scorer
+    rows = make_rows(40)
+    pairs = gm.label_pairs(HEALTHCARE, tok, rows, 256)
+    assert scoring.common_prefix([p for p, _ in pairs]) >= scoring.MIN_PREFIX  # the cached path is taken
+    got = scoring.target_hidden(model, pairs, tok.pad_token_id, batch_size=7, max_tokens=400)
+    for (prompt, target), (h, y) in zip(pairs, got):
+        with torch.no_grad():
+            ref = model.base_model(input_ids=torch.tensor([prompt + target]))[0][0, len(prompt) - 1 : -1].float()
+        assert y.tolist() == target
+        torch.testing.assert_close(h, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_bf16_sketches_track_float32_and_are_deterministic(scorer):
+    model, tok = scorer
+    pairs = gm.label_pairs(HEALTHCARE, tok, make_rows(60), 256)
+    exact = gm.gradient_sketches(model, pairs, tok.pad_token_id, seed=3, dtype="float32")
+    fast = gm.gradient_sketches(model, pairs, tok.pad_token_id, seed=3, dtype="bfloat16")
+    cos = (exact * fast).sum(1) / np.linalg.norm(exact, axis=1) / np.linalg.norm(fast, axis=1)
+    assert cos.min() > 0.99
+    np.testing.assert_array_equal(fast, gm.gradient_sketches(model, pairs, tok.pad_token_id, seed=3, dtype="bfloat16"))
+    assert not np.array_equal(exact, gm.gradient_sketches(model, pairs, tok.pad_token_id, seed=4, dtype="float32"))
 
 
 def test_dedup_catches_exact_and_near_duplicates():

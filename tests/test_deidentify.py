@@ -390,3 +390,72 @@ def test_clinical_orders_and_durations_are_not_addresses():
             "neg. Travel to MA last month. Tylenol PRN 1400.")
     spans = next(stage.detect(get_domain("healthcare"), [text], Deidentify(n_process=1)))
     assert [text[s.start:s.end] for s in spans] == []
+
+
+# Hand-written examples (not from presidio_synth) for the conversation, letter and address-block cues.
+@pytest.mark.parametrize("text, phi", [
+    # dialogue speakers, once two labelled turns read as speech
+    ("Renata: Are you coming tonight?\nOsvaldo: I can't, my shift runs late.\nRenata: Fine.",
+     ["Renata", "Osvaldo"]),
+    ("Bot: Please tell me the name on the card? User: Ilse Marchetti", ["Ilse Marchetti"]),
+    # the person spoken to, greetings, sign-offs, naming, "X lives at"
+    ("Corwin yelled at Benedikta: \"Close the door!\"", ["Corwin", "Benedikta"]),
+    ("\"Not again,\" said Thorvald to Amarantha.", ["Thorvald", "Amarantha"]),
+    ("Hi Ottilie,\nthe forms are attached.\nKind regards,\nBartholomew", ["Ottilie", "Bartholomew"]),
+    ("Jorunn, could you send me the invoice?", ["Jorunn"]),
+    ("They named her Clementine after her aunt.", ["Clementine"]),
+    ("Evander Quist lives at 14 Harrow Lane with his cat.", ["Evander Quist", "14 Harrow Lane"]),
+    # the name line heading a signature block
+    ("Philippa Ondaatje\nProcurement lead\nGreywater Ltd.\n88 Mill Road\nPhone: 617-555-0199", ["Philippa Ondaatje"]),
+    ("name:   odile ferrand\naddress:  unit 220 box 4411", ["odile ferrand"]),
+])
+def test_conversation_and_letter_names_are_found(text, phi):
+    spans = next(stage.detect(get_domain("healthcare"), [text], Deidentify(n_process=1)))
+    covered = {i for s in spans for i in range(s.start, s.end)}
+    for value in phi:
+        start = text.index(value)
+        assert all(i in covered for i in range(start, start + len(value)) if text[i].isalnum()), (value, spans)
+
+
+@pytest.mark.parametrize("text, phi", [
+    # the region code and the town of an address block, a bulleted block, the town after a unit
+    ("Ship to: 4410 Kallio 7\nVeskimäe\n, TA\n Estonia 71520", ["Kallio 7", "Veskimäe", "TA", "71520"]),
+    ("* 3102 Brennweg 12\n* Suite 5\n* Oberwil\n* Switzerland 4104", ["3102 Brennweg 12", "Suite 5", "Oberwil", "4104"]),
+    ("Send it to 771 Rua das Flores 40 Apt. 12 Viseu PT please?", ["Apt. 12"]),
+    ("Ingrid Sollie\n\nHARSTAD\nNorway", ["HARSTAD"]),
+    ("Address:\n52 Orchard Close, Dunmore", ["52 Orchard Close, Dunmore"]),
+    ("Meet me at the corner of Larkin Street and 9th Avenue.", ["Larkin Street and 9th Avenue"]),
+    # places in running text and a postcode after the town
+    ("We moved here from Tromsø last spring; the firm is based in Ostrava.", ["Tromsø", "Ostrava"]),
+    ("She studied at the University of Coimbra.", ["Coimbra"]),
+    ("Our new office in Haarlem 1011 opens in June.", ["Haarlem", "1011"]),
+    # town, region code and postcode on one line; a digit code never eats the postcode's first digit
+    ("Mail: 9 Vestergade 14\nAalborg NO 9100\nDenmark", ["Aalborg", "NO", "9100"]),
+    ("Sorte Muld 3\nKiel 2 24103", ["Kiel", "2", "24103"]),
+])
+def test_address_blocks_and_places_are_found(text, phi):
+    spans = next(stage.detect(get_domain("healthcare"), [text], Deidentify(n_process=1)))
+    covered = {i for s in spans for i in range(s.start, s.end)}
+    for value in phi:
+        start = text.index(value)
+        assert all(i in covered for i in range(start, start + len(value)) if text[i].isalnum()), (value, spans)
+
+
+def test_clinical_headers_and_chat_labels_are_not_speakers_or_places():
+    """Labelled note lines, quoted patients, chat roles, pronouns, sign-offs of teams and "mod mr." are no
+    names (spaCy alone may still call a header such as "Diet" an organization)."""
+    texts = [
+        ("Subjective: \"I can't catch my breath\"\nAssessment: I suspect CHF?\nPlan: diurese, repeat BMP!\n"
+         "Diet: cardiac. Activity: as tolerated."),
+        "Bot: How can I help you today?\nUser: I need my bill!",
+        ("Pt lives at home with wife. She lives with her daughter. Family at bedside, updated.\n"
+         "Best,\nCardiology team"),
+        "Echo 2021: EF 35%, mod mr. foley in place, murphy's sign negative.\nFollow up with Cardiology.",
+        "Cool, what's the plan? Okay, can we discharge tomorrow? Thanks, team.",
+    ]
+    for text, spans in zip(texts, stage.detect(get_domain("healthcare"), texts, Deidentify(n_process=1))):
+        found = [text[s.start:s.end] for s in spans]
+        assert all(w not in found for w in ("Subjective", "Assessment", "Plan", "Bot", "User",
+                                             "She", "Family", "Cardiology team", "foley",
+                                             "Cool", "Okay", "Thanks")), (text, found)
+        assert not [s for s in spans if s.entity == "PERSON"], (text, found)

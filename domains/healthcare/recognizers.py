@@ -6,7 +6,9 @@ ages over 89, phone and fax numbers, email, SSN, medical record, health-plan and
 numbers, licence numbers (NPI), URLs and IP addresses. Presidio's predefined recognizers
 (spaCy PERSON / LOCATION / DATE_TIME, phone, email, SSN, URL, IP) find the generic ones; the
 pattern recognizers here add the clinical ones, each pattern anchored on its label or on a
-title ("Dr.", "Ms.") so bare numbers in vitals and doses are left alone.
+title ("Dr.", "Ms.") so bare numbers in vitals and doses are left alone. `conversation_names`
+adds the cues of chats, letters and stories (dialogue speakers, the person spoken to,
+greetings and sign-offs, naming, "X lives at", the name line heading a signature block).
 
 `ALLOW` lists clinical abbreviations, units, drug names and note headings that spaCy's small
 model tags as PERSON / ORG / GPE; the de-identifier (tasks/deidentify.py) never redacts a span
@@ -75,6 +77,7 @@ Epley Dix-Hallpike Gram Wernicke Korsakoff Tourette Huntington Raynaud Sjogren K
 Leiden Vitamin Level Zenker Mallory-Weiss Charcot Virchow Eliquis Keppra Zosyn Lopressor Coumadin Xarelto Lasix Norco Percocet Dilaudid
 UOP Brief Course Bedside Telehealth Lic Harvard Pilgrim Walgreens CVS Smoker Continue Ambulated Repositioned BS Tufts MassHealth Aetna
 Bactrim Flagyl Cipro Levaquin Augmentin Keflex Ativan Haldol Seroquel Zyprexa Ambien Protonix Zofran Tylenol Motrin
+Apt Suite Ste
 """.split())
 
 def _split_lookbehind(pattern: str) -> tuple[str, str] | None:
@@ -168,7 +171,7 @@ STOP = ("AT|TO|IN|ON|FOR|WITH|AND|OR|OF|THE|IS|WAS|WHO|HAS|HAD|FROM|BY|RE|CALLED
         "EXAMINED|JOINED|REQUESTS|TOLERATING|TOLERATED|AMBULATING|SLEEPING|VM|HCP|NOK|SW|CM|OT|SLP|PAGED|"
         "LIVES|RESIDES|VISITING|UNIT|FLOOR|CALLBACK|UPDATE|DISCUSSED|SPOKE|GIVEN|HELD|PLAN|ORDERS|DECLINED|"
         "INTERPRETER|USED|REQUESTED|PROTOCOL|PER|RECOMMENDS|REMOVED|PLACE|HOME|REHAB|TOTAL|TRAVEL|REMOTE|"
-        "RESTRAINED|DRIVER|UNRESTRAINED|PASSENGER|SMOKER|CONTINUE|AMBULATED|REPOSITIONED|DENIES|ENDORSES")
+        "RESTRAINED|DRIVER|UNRESTRAINED|PASSENGER|SMOKER|CONTINUE|AMBULATED|REPOSITIONED|DENIES|ENDORSES|APT|SUITE|STE")
 UP, LO = r"\p{Lu}", r"\p{Ll}"  # any script's capital and small letters ("Phạm", "ĐẶNG", "Núñez")
 NAME_TOKEN = (rf"(?!(?i:{STOP})\b)(?-i:{UP}[{UP}'’]*{UP}(?:-{UP}+)?(?![{LO}])|"  # "D'ANGELO" before "D'"
               rf"{UP}[{LO}'’]+(?:{UP}{LO}+)?(?:-{UP}?{LO}+)?)")
@@ -221,7 +224,7 @@ def titled_person(titles: tuple[str, ...], name: str = "TitledPersonRecognizer")
 
 CREDENTIAL = r"(?-i:MD|RN|NP|DO|PA-C|PA|LPN|CNA|M\.D\.|PhD|MSW|LICSW|CNM|APRN|DNP|rn|md|np)"  # not PT: patient
 # lower-case cues that a name follows in a sloppy all-lower-case note
-LOWER_CUES = (r"(?-i:hcp|nok|pt's (?:son|daughter|wife|husband|mother|father|sister|brother|niece|nephew|grandson|"
+LOWER_CUES = (r"(?-i:name:|hcp|nok|pt's (?:son|daughter|wife|husband|mother|father|sister|brother|niece|nephew|grandson|"
               r"granddaughter|partner|hcp)|(?:son|daughter|wife|husband|sister|brother|niece|nephew|grandson|"
               r"granddaughter)|dr\.|signed:|dictated by:|sw|spoke with pt|examined|pt)")
 
@@ -467,7 +470,7 @@ def places() -> list[AnchoredRecognizer]:
                           patterns=[Pattern("number + words + USPS suffix", street, 0.8)],
                           context=["live", "lives", "address", "reside", "resides", "home", "at"]),
         AnchoredRecognizer(supported_entity="STREET_ADDRESS", name="AddressBlockRecognizer", patterns=[
-            Pattern("cue + address block", rf"(?<=\b(?i:{address_cue})[:]?{SP}{{1,3}}(?:\n{SP}*)?){block}", 0.6),
+            Pattern("cue + address block", rf"(?<=\b(?i:{address_cue})[:]?(?:{SP}{{1,3}}|{SP}*\n{SP}*)){block}", 0.6),
         ]),
         AnchoredRecognizer(supported_entity="HOSPITAL", name="FacilityRecognizer", patterns=[
             Pattern("cue + facility kind", rf"(?<=\b(?i:{moves}){SP}){cap_words}{SP}(?i:{kinds})\b", 0.8),
@@ -499,6 +502,137 @@ def places() -> list[AnchoredRecognizer]:
                     0.5),
             Pattern("place in town", rf"(?<=\b(?i:resides{SP}at|admitted{SP}from|returns{SP}to){SP}{cap_words}{SP}"
                     rf"(?i:in){SP}){cap_words}", 0.55),
+        ]),
+    ]
+
+
+# Line labels of chats, forms and letters that are no one's name ("Bot: …", "User: …", "Q: …")
+NOT_SPEAKERS = frozenset("""bot user agent customer client me you q a question answer speaker interviewer interviewee
+host guest system assistant caller operator moderator admin support staff team note notes re subject from to cc bcc
+date time when where who what why how address phone tel email e-mail name website web mobile desk fax office home work
+cell title company job occupation position status reason comment comments update summary answer response reply
+result results example source ps p.s nb warning error info details message topic total price cost order item step
+tip hint fact edit update translation lyrics chorus verse bridge intro outro narrator everyone all both""".split())
+_SPEAKER = regex.compile(r"(?m)^[ \t>*•-]*(?P<name>\p{Lu}[\p{Ll}'’\-]+(?:[ \t]\p{Lu}[\p{Ll}'’\-]+)?|\p{Ll}[\p{Ll}'’\-]+)"
+                         r"[ \t]*:[ \t]*(?P<said>\S[^\n]*)")
+# what people say rather than what a form lists: a quotation, a first- or second-person word, a question or an exclamation
+_SPEECH = regex.compile(r"^[\"“'‘]|\b(?i:i|i'm|i'll|me|my|mine|you|your|you're|we|us|our)\b|[?!][\"”'’)]*\s*$")
+
+
+class DialogueSpeakerRecognizer(EntityRecognizer):
+    """Speakers of a dialogue or chat transcript: "Ubul: What a wife.\nNicole: Remember me?".
+
+    A line label is a speaker when at least two lines of the text are labelled turns that read
+    as speech (a quotation, "I" / "you" / "we", a question or an exclamation) and the label is
+    neither a form field nor a role (`NOT_SPEAKERS`, the clinical terms and note words of
+    `ALLOW` and `STOP`, English stop words), and two turns so labelled read as speech; then
+    every labelled line is a turn ("Ubul: What a wife."). "Plan: continue lasix" is no turn,
+    "Bot: What's your name?" no person.
+    """
+
+    def __init__(self, not_names: frozenset[str] = frozenset()):
+        self.not_names = NOT_SPEAKERS | frozenset(w.lower() for w in not_names)
+        super().__init__(supported_entities=["PERSON"], name="DialogueSpeakerRecognizer")
+
+    def load(self) -> None:
+        pass
+
+    def _may_be_name(self, turn) -> bool:
+        words = turn["name"].lower().split()
+        if any(w in self.not_names for w in words):
+            return False
+        return not turn["name"].islower() or turn["said"].islower()  # lower-case labels only in lower-case chats
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        if text.count(":") < 2:
+            return []
+        turns = [m for m in _SPEAKER.finditer(text) if self._may_be_name(m)]
+        # a dialogue: two turns say something; then every labelled line is a turn
+        if sum(bool(_SPEECH.search(m["said"])) for m in turns) < 2:
+            return []
+        results = []
+        for m in turns:
+            results.append(RecognizerResult("PERSON", m.start("name"), m.end("name"), 0.6, recognition_metadata={
+                RecognizerResult.RECOGNIZER_NAME_KEY: self.name, RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id}))
+        return results
+
+
+class NameBeforeCueRecognizer(EntityRecognizer):
+    """A name right before a cue ("Evander Quist lives at …", "Zak shouted at …"): the cue is
+    searched first and the name only in the 80 characters before it, since a forward pattern
+    would try the name at every capital letter of the note (~0.5 ms per clinical note each)."""
+
+    def __init__(self, name: str, cues: dict[str, str], before: str, score: float):
+        self.cues = regex.compile("|".join(f"(?:{c})" for c in cues.values()), regex.IGNORECASE)
+        self.before = regex.compile(rf"(?:{before})[ \t]+\Z", regex.IGNORECASE | regex.MULTILINE)
+        self.score = score
+        super().__init__(supported_entities=["PERSON"], name=name)
+
+    def load(self) -> None:
+        pass
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        results = []
+        for cue in self.cues.finditer(text):
+            window = max(0, cue.start() - 80)
+            if m := self.before.search(text, window, cue.start()):
+                results.append(RecognizerResult("PERSON", m.start(), m.start() + len(m.group().rstrip()), self.score,
+                                                recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                                                                      RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id}))
+        return results
+
+
+def _stop_words() -> frozenset[str]:
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    return frozenset(STOP_WORDS)
+
+
+def conversation_names() -> list[EntityRecognizer]:
+    """Names that the way people talk and write gives away, in chats, letters and stories: dialogue
+    speakers, the person spoken to ("shouted at Todd", "said Gladys to Logan", "Warrane, can I…"),
+    greetings and sign-offs ("Dear Ana,", "Best,\nTom"), naming ("she named him Luís", "was called
+    Lily Nolan"), the subject of "lives at/in", and the name line that heads a signature or address
+    block (a line of names only, above a street, unit, phone or address line)."""
+    greeting = (rf"hi|hello|hey|dear|thanks|thank{SP}you|cheers|bye|goodbye|good{SP}(?:morning|afternoon|evening|night)|"
+                rf"congratulations|congrats|welcome(?:{SP}back)?|sorry|love")
+    sign_off = (rf"best|regards|best{SP}regards|kind{SP}regards|warm{SP}regards|sincerely|yours(?:{SP}(?:truly|sincerely))?|"
+                rf"cheers|thanks|many{SP}thanks|thank{SP}you|love|warmly|respectfully|take{SP}care|all{SP}the{SP}best")
+    spoke = r"said|says|shouted|yelled|screamed|whispered|cried|replied|answered|snapped|muttered|laughed"
+    contact_line = (rf"(?:\d{{1,6}}{SP}+\S|(?i:p\.?{SP}?o\.?{SP}?box|apt|apartment|suite|unit|psc|box|phone|tel|mobile|"
+                    rf"cell|e-?mail|address|personal{SP}info)\b|\S+@\S+)")
+    name_line = (rf"(?:{NAME_TOKEN}(?:{SP}(?:{INITIAL}|(?-i:{UP})|{PARTICLE}))*(?:{SP}{NAME_TOKEN}){{1,2}}|"
+                 rf"(?-i:{LO}[{LO}'’\-]+(?:{SP}(?:{LO}\.?|{PARTICLE}))*(?:{SP}{LO}[{LO}'’\-]+){{1,2}}))")
+    # a sentence's first word before a comma is often a word of its own ("Cool, what's the address?")
+    not_vocative = (r"cool|ok|okay|yes|yeah|yep|no|nope|well|so|now|great|sure|right|alright|oh|hey|hi|hmm|please|"
+                    r"sorry|thanks|wow|fine|good|nice|anyway|also|then|and|but|or|honestly|seriously|listen|look|"
+                    r"wait|sir|madam|ma'am|guys|folks|everyone|doctor|nurse|mom|dad|mum|baby|honey|dear|friend|"
+                    r"first|second|finally|however|meanwhile|today|tomorrow|yesterday|tonight|here|there|again")
+    pronoun = r"(?<![\p{L}'’])(?=(?-i:\p{Lu}))(?!(?i:he|she|it|they|we|i|you|who|which|that|this|there|someone|somebody|nobody|everyone|one|family)\b)"
+    return [
+        DialogueSpeakerRecognizer(ALLOW | frozenset(w.lower() for w in STOP.split("|")) | _stop_words()),
+        NameBeforeCueRecognizer("NameBeforeCueRecognizer", {
+            "X shouted at": rf"\b(?:{spoke}){SP}(?:at|to)\b",
+            "X lives at": rf"\b(?:lives|lived|resides|resided|grew{SP}up|was{SP}born){SP}(?:at|on|in|with)\b",
+        }, rf"{pronoun}{NAME}", 0.6),
+        AnchoredRecognizer(supported_entity="PERSON", name="ConversationNameRecognizer", patterns=[
+            Pattern("spoken to", rf"(?<=\b(?i:{spoke}){SP}(?:(?i:at|to|back{SP}at|back{SP}to){SP})?{NAME}\b(?:'s)?{SP}?(?i:to){SP})"
+                    rf"{NAME}", 0.6),
+            Pattern("shouted at X", rf"(?<=\b(?i:{spoke}|waved|smiled|glared|stared|pointed){SP}(?i:at|to){SP}){NAME}", 0.6),
+            Pattern("said X to", rf"(?<=\b(?i:{spoke}){SP}){NAME}(?={SP}(?i:to|at)\b)", 0.6),
+            Pattern("greeting", rf"(?<=(?:^|\n|[.!?]{SP})(?i:{greeting}),?{SP}){NAME}(?=[ \t]*(?:[,.!?:;]|\n|$))", 0.6),
+            Pattern("sign-off", rf"(?<=(?:^|\n)[ \t]*(?i:{sign_off})[,.!]?[ \t]*\n[ \t]*(?:[-—~]{{1,2}}[ \t]*)?)"
+                    rf"(?:{NAME}|{LOWER_NAME})(?=[ \t]*(?:\n|$))", 0.6),
+            Pattern("vocative", rf"(?<=(?:^|\n|[.!?]{SP}))(?!(?i:{not_vocative})\b){NAME_TOKEN}(?=,{SP}(?i:can|could|would|will|please|do|did|are|"
+                    rf"have|i|we|you|thank|thanks|let|listen|look|come|wait|stop|where|what|why|how|when)\b)", 0.55),
+            Pattern("naming", rf"(?<=\b(?i:named(?:{SP}(?:him|her|them|it))?|(?:was|is|were|are){SP}called|goes{SP}by|"
+                    rf"known{SP}as|nicknamed|call{SP}(?:him|her)){SP}){NAME}", 0.6),
+            Pattern("lower-case x lives at", rf"(?<=(?:^|[.!?]{SP}))(?!(?i:he|she|it|they|we|i|you|who|someone|one|family)\b)(?!(?i:mom|dad|mum|friend|nobody|everybody|my|his|her|our|their|your|the|a|an|no|each|every)\b)"
+                    rf"(?-i:{LO}[{LO}'’\-]+{SP}{LO}[{LO}'’\-]+)(?={SP}(?-i:lives|resides){SP}(?-i:at|on|in)\b)", 0.55),
+            Pattern("asked for a name", rf"(?<=\bname\b[^?\n]{{0,30}}\?{SP}*(?:(?i:user|customer|me|a|caller|client):{SP}*)?)"
+                    rf"{NAME}", 0.6),
+            Pattern("name line heading a block", rf"(?<=(?:\A|\n[ \t>?*•]*\n)[ \t>?*•]*|(?:\A|\n)[ \t]*(?i:name|attn|attention|to|"
+                    rf"billing{SP}address|address):[ \t]*){name_line}(?=[ \t]*\n(?:[^\n]*\n){{0,6}}?[ \t>?*•]*{contact_line})", 0.55),
         ]),
     ]
 
@@ -564,6 +698,7 @@ def recognizers() -> list[EntityRecognizer]:
             Pattern("first + initial + last", rf"(?<![\p{{L}}'’.])(?!(?i:{NOT_FIRST_NAMES})\b)(?-i:{UP}{LO}+{SP}{UP}\.?{SP}"
                     rf"(?!(?i:{NOT_FIRST_NAMES})\b){UP}{LO}{{2,}}(?:-{UP}{LO}+)?)(?![\p{{L}}'’])", 0.6),
         ]),
+        *conversation_names(),
         *clinical_identifiers(),
         *contact_numbers(),
         *places(),

@@ -15,8 +15,14 @@ F(S) = sum_i max_{j in S} (d0 - ||g_i - g_j||), d0 an upper bound on the distanc
 gradient is then close to a picked one, which bounds the error of the weighted coreset gradient
 (Eq. 9). Greedy maximisation is (1 - 1/e)-optimal; we use stochastic greedy (Mirzasoleiman et
 al., 2015, "Lazier than lazy greedy"): each step evaluates a random sample of
-(n / k) ln(1 / eps) candidates, O(n k d) work in all instead of O(n^2 d). The result is an
-order (greedy picks first, then the seeded order) that condense's quota-aware selection follows.
+(n / k) ln(1 / eps) candidates, O(n k d) work in all instead of O(n^2 d). With `strata`
+(the labels) it is CRAIG's per-class selection: the budget split by class size, facility location
+inside each class, picks interleaved in proportion. The result is an order (greedy picks first,
+then the seeded order) that condense's quota-aware selection follows.
+
+Speed (bench/condense_speed.py, 10,000 rows on one core): the forward passes dominate. They run in
+length batches with right padding and no mask, the shared chat-template prefix once (KV cache),
+bf16 autocast where the CPU/GPU has native bf16 (scoring.hidden_batches); the head is batched.
 CRAIG's per-medoid weights (cluster sizes) are reported; the distill trainer samples uniformly,
 so the condensed set is used unweighted.
 """
@@ -28,10 +34,17 @@ import math
 import numpy as np
 import torch
 
-from tasks.condensation.scoring import _fit, target_hidden
+from tasks.condensation.scoring import (
+    BATCH,
+    MAX_TOKENS,
+    _fit,
+    forward_dtype,
+    hidden_batches,
+)
 from tasks.distillation.examples import LABEL, make_example
 
 SKETCH = (16, 16)  # (a, b): a 256-dim gradient sketch
+HEAD_CHUNK = 256  # target positions per (chunk, V) logits block
 EPS = 0.01  # stochastic greedy: each step finds a (1 - 1/e - eps)-good pick in expectation
 
 
@@ -44,37 +57,43 @@ def label_pairs(domain, tok, rows: list[dict], max_length: int) -> list[tuple[li
     return out
 
 
-@torch.no_grad()
 def gradient_sketches(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, seed: int = 0,
-                      sketch: tuple[int, int] = SKETCH, batch_size: int = 16) -> np.ndarray:
-    """`(n, a*b)` float32 sketches of each pair's last-layer gradient (see the module docstring)."""
+                      sketch: tuple[int, int] = SKETCH, batch_size: int = BATCH, *, dtype: str = "auto",
+                      max_tokens: int = MAX_TOKENS) -> np.ndarray:
+    """`(n, a*b)` float32 sketches of each pair's last-layer gradient (see the module docstring).
+
+    The forward runs in length batches with the shared prompt prefix cached
+    (scoring.hidden_batches), in bfloat16 where the hardware has it natively (`dtype`: auto |
+    bfloat16 | float32); the head, softmax and projections stay float32
+    (bf16 logits measured no faster), over all target positions of a batch at once.
+    Deterministic for the seed on a given machine.
+    """
     head = model.get_output_embeddings()
     w = head.weight.float()  # (V, H)
+    bias = head.bias.float() if getattr(head, "bias", None) is not None else None
     gen = torch.Generator().manual_seed(seed)
     a, b = sketch
     r_v = (torch.randn(w.shape[0], a, generator=gen) / math.sqrt(a)).to(w.device)  # (V, a)
     r_h = (torch.randn(w.shape[1], b, generator=gen) / math.sqrt(b)).to(w.device)  # (H, b)
     out = np.zeros((len(pairs), a * b), dtype=np.float32)
-    for i, (h, y) in enumerate(target_hidden(model, pairs, pad_id, batch_size, "gradient sketches")):
-        p = torch.softmax(h @ w.T, dim=-1)  # (T, V)
-        e = p @ r_v - r_v[y]  # (T, a) = R_V^T (p_t - onehot(y_t))
-        out[i] = (e.T @ (h @ r_h)).reshape(-1).cpu().numpy()  # sum_t e_t (x) R_H^T h_t
+    amp = forward_dtype(w.device, dtype)
+    with torch.inference_mode():
+        for rows, h, y, owner in hidden_batches(model, pairs, pad_id, batch_size, max_tokens, "gradient sketches", amp):
+            g = torch.zeros(len(rows), a * b, device=w.device)
+            for c in range(0, len(y), HEAD_CHUNK):  # (chunk, V) logits at a time: bounded memory
+                hc, yc, oc = h[c : c + HEAD_CHUNK], y[c : c + HEAD_CHUNK], owner[c : c + HEAD_CHUNK]
+                logits = hc @ w.T if bias is None else hc @ w.T + bias
+                e = torch.softmax(logits, dim=-1) @ r_v - r_v[yc]  # (N, a) = R_V^T (p_t - onehot(y_t))
+                outer = (e[:, :, None] * (hc @ r_h)[:, None, :]).reshape(len(yc), a * b)  # e_t (x) R_H^T h_t
+                g.index_add_(0, oc, outer)  # sum over each row's target tokens
+            out[rows] = g.cpu().numpy()
     return out
 
 
-def craig_order(g: np.ndarray, k: int, seed: int = 0, eps: float = EPS) -> tuple[np.ndarray, np.ndarray]:
-    """(order of all n rows: k stochastic-greedy facility-location picks first; weights `(k,)`).
-
-    weights[j] = rows whose most similar pick is order[j] (CRAIG's gamma_j).
-    """
+def _facility_location(g: np.ndarray, sq: np.ndarray, k: int, d0: float, rng: np.random.Generator,
+                       eps: float) -> tuple[list[int], np.ndarray]:
+    """k stochastic-greedy facility-location picks among the rows of g; (picks, nearest pick per row)."""
     n = len(g)
-    k = max(0, min(k, n))
-    rng = np.random.default_rng(seed)
-    if n == 0 or k == 0:
-        return rng.permutation(n), np.zeros(0, dtype=np.int64)
-    g = g.astype(np.float32)
-    sq = (g * g).sum(1)
-    d0 = 2.0 * float(np.sqrt(sq.max())) + 1e-6  # ||g_i - g_j|| <= 2 max ||g||: similarities stay >= 0
     best = np.zeros(n, dtype=np.float32)  # max similarity of each row to the picks (0: none yet)
     nearest = np.full(n, -1, dtype=np.int64)
     chosen = np.zeros(n, dtype=bool)
@@ -92,6 +111,54 @@ def craig_order(g: np.ndarray, k: int, seed: int = 0, eps: float = EPS) -> tuple
         best[better], nearest[better] = sim[better], len(picks)
         chosen[c] = True
         picks.append(c)
-    weights = np.bincount(nearest[nearest >= 0], minlength=len(picks))
+    return picks, nearest
+
+
+def budgets(sizes: list[int], k: int) -> list[int]:
+    """k split over strata in proportion to their sizes (largest remainder, ties to the earlier)."""
+    total = sum(sizes)
+    if total == 0:
+        return [0] * len(sizes)
+    exact = [k * s / total for s in sizes]
+    out = [min(s, math.floor(e)) for s, e in zip(sizes, exact)]
+    for i in sorted(range(len(sizes)), key=lambda i: (-(exact[i] - math.floor(exact[i])), i)):
+        if sum(out) >= k:
+            break
+        if out[i] < sizes[i]:
+            out[i] += 1
+    return out
+
+
+def craig_order(g: np.ndarray, k: int, seed: int = 0, eps: float = EPS,
+                strata: list | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(order of all n rows: k stochastic-greedy facility-location picks first; weights `(k,)`).
+
+    weights[j] = rows whose most similar pick is order[j] (CRAIG's gamma_j). `strata` (one key
+    per row, e.g. the label): CRAIG's per-class selection, the budget split by size and each
+    stratum's picks interleaved in proportion (the j-th of k_s picks at j / k_s), so a fill that
+    stops early still takes every stratum's best picks. None: one stratum.
+    """
+    n = len(g)
+    k = max(0, min(k, n))
+    rng = np.random.default_rng(seed)
+    if n == 0 or k == 0:
+        return rng.permutation(n), np.zeros(0, dtype=np.int64)
+    g = g.astype(np.float32)
+    sq = (g * g).sum(1)
+    d0 = 2.0 * float(np.sqrt(sq.max())) + 1e-6  # ||g_i - g_j|| <= 2 max ||g||: similarities stay >= 0
+    keys = np.zeros(n, dtype=np.int64) if strata is None else np.unique(np.asarray(strata, dtype=str),
+                                                                         return_inverse=True)[1].ravel()
+    groups = [np.flatnonzero(keys == s) for s in range(int(keys.max()) + 1)]
+    ranked: list[tuple[float, int, int, int]] = []  # (position j / k_s, stratum, global row, its weight)
+    for s, (rows, k_s) in enumerate(zip(groups, budgets([len(r) for r in groups], k))):
+        if k_s == 0:
+            continue
+        picks, nearest = _facility_location(g[rows], sq[rows], k_s, d0, rng, eps)
+        weight = np.bincount(nearest[nearest >= 0], minlength=k_s)
+        ranked += [(j / k_s, s, int(rows[c]), int(weight[j])) for j, c in enumerate(picks)]
+    ranked.sort()
+    picked = np.array([r[2] for r in ranked], dtype=np.int64)
+    chosen = np.zeros(n, dtype=bool)
+    chosen[picked] = True
     rest = rng.permutation(np.flatnonzero(~chosen))
-    return np.concatenate([np.array(picks, dtype=np.int64), rest]), weights
+    return np.concatenate([picked, rest]), np.array([r[3] for r in ranked], dtype=np.int64)
