@@ -1,177 +1,89 @@
 """Does a condensed r% train the student as well as all the data? CQA, one run, all arms.
 
-    flock /tmp/stillhouse-heavy.lock python bench/condense.py            # ~30 min on 2 CPU cores
+    taskset -c 0 env OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/condense.py \\
+        --steps 60 --n-test 200        # the run in bench/results/condense-cqa.json (see its "args")
 
-Data: CommonsenseQA as in distilling step-by-step (`../shared/data/distill_step_by_step/cqa`):
-9,741 train questions with PaLM-540B rationales (kept when PaLM's answer is right), all 1,221
-test questions. Rows get label = the answer letter (a-e) and one group, `qtype` (the question's
-wh-word), so the quotas have a label and a group partition to keep.
+Data, prompt format, scorer and student: bench/cqa.py (shared with bench/distill_sbs.py):
+9,741 CommonsenseQA train questions with PaLM-540B rationales (kept when PaLM's answer is
+gold), the first --n-test of the 1,221 test questions. Rows get label = the gold letter (a-e)
+and one group, `qtype` (the question's wh-word), so the quotas have a label and a group
+partition to keep. Student: SmolLM2-135M-Instruct, bottom --cache-at blocks frozen and cached,
+top --train-top blocks (+ final norm) trained. Every arm trains a fresh student through
+tasks.distill.train (the stage's loop, CE on the assistant tokens, kd_weight 0: the teacher
+is PaLM text) for the same --steps of --batch (half label, half rationale; L = (1 - a) L_label
++ a L_rationale), same seed and schedule; only the rows differ. With the same seed and steps
+the "full" arm is the label+rat arm of bench/distill_sbs.py.
 
-Student: SmolLM2-135M-Instruct (params.yaml synthesize.teacher) with only its first and last
-`--layers`/2 blocks (tasks.distill.init_student), trained by tasks.distill.train for `--steps`
-steps of `--batch` on two tasks, CE only (kd_weight 0: a 30-block teacher forward per step is
-beyond this budget): "[label] Q: ... A:" -> " (c)" and "[rationale] Q: ... A:" -> the PaLM
-rationale (first `--rationale-tokens` tokens). Every arm trains the same fresh student, same
-steps, same seed; only the rows differ.
+Arms: untrained; full; for r in --ratios: condensed (tasks.condense.run with --method, its
+quotas over label + qtype + kept-rationale strata and its de-duplication) and random (the same
+quotas, seeded order, no de-duplication).
 
-Metric: accuracy on all 1,221 test questions, scoring the five letters after " (" in one forward
-pass each (no generation), and the gold letter's NLL over the full vocabulary (lower noise).
-Gain = metric(after) - metric(untrained student); "retained" = gain(arm) / gain(full). 95%
-intervals from a paired bootstrap over test questions (the same resamples for every arm).
-
-Arms: full; for r in --ratios: condensed (--method, with quotas and de-duplication) and random
-(quotas, seeded order). Prints one table and writes --out (JSON).
+Metric: accuracy on the test questions by the cloze scorer (bench/cqa.py `Kit.score`: the five
+"Answer: <choice>" continuations in one packed forward pass, argmax of their log-probs).
+Gain = accuracy(arm) - accuracy(untrained, same run); retained = gain(arm) / gain(full).
+95% intervals from a paired bootstrap over test questions (the same resamples for every arm).
+Writes --out (.json with the table, .png).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks import condense as cz
-from tasks import models
-from tasks.distill import (
-    LABEL,
-    RATIONALE,
-    Example,
-    heldout_loss,
-    init_student,
-    kept_layers,
-    train,
-)
-from tasks.params import Condense, Distill, load_params
-from tasks.teachers.replay import load_step_by_step
-
-DATA = ROOT.parent / "shared" / "data" / "distill_step_by_step"
-LETTERS = "abcde"
-WH = ("what", "where", "why", "how", "who", "when", "which")
-
-
-def qtype(question: str) -> str:
-    words = re.findall(r"[a-z]+", question.lower())
-    return next((w for w in words if w in WH), "other")
-
-
-def rows_for(split: str) -> list[dict]:
-    """CQA rows in the synthesize schema: letter label, qtype group, kept PaLM rationale."""
-    out = []
-    for r in load_step_by_step(DATA, "cqa", split):
-        letter = LETTERS[r["choices"].index(r["label"])]
-        rationale = r["output"].split("So the answer is")[0].strip() if r["match"] else None
-        out.append({"id": r["id"], "text": r["text"], "label": letter, "groups": {"qtype": qtype(r["text"])},
-                    "rationale": rationale or None, "kept": bool(rationale), "teacher_answer": r["answer"],
-                    "correct": r["match"]})
-    return out
-
-
-def prompt_ids(tok, row: dict, task: str) -> list[int]:
-    tag = "[label] " if task == LABEL else "[rationale] "
-    return tok(f"{tag}Q: {row['text']}\nA:", add_special_tokens=False)["input_ids"]
-
-
-def examples(tok, rows: list[dict], rationale_tokens: int) -> dict[str, list[Example]]:
-    pools = {LABEL: [], RATIONALE: []}
-    for r in rows:
-        pools[LABEL].append(Example(LABEL, r["id"], prompt_ids(tok, r, LABEL),
-                                    tok(f" ({r['label']})", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]))
-        if r.get("rationale"):
-            target = tok(" " + r["rationale"], add_special_tokens=False)["input_ids"][:rationale_tokens]
-            pools[RATIONALE].append(Example(RATIONALE, r["id"], prompt_ids(tok, r, RATIONALE), target + [tok.eos_token_id]))
-    return pools
-
-
-@torch.no_grad()
-def score(model, tok, rows: list[dict], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """(correct `(n,)` bool, gold-letter NLL `(n,)`): one forward per question, letters after " (".""" 
-    open_paren = tok(" (", add_special_tokens=False)["input_ids"]
-    letter_ids = [tok(c, add_special_tokens=False)["input_ids"][0] for c in LETTERS]
-    seqs = [prompt_ids(tok, r, LABEL) + open_paren for r in rows]
-    gold = np.array([LETTERS.index(r["label"]) for r in rows])
-    correct, nll = np.zeros(len(rows), bool), np.zeros(len(rows))
-    order = sorted(range(len(rows)), key=lambda i: len(seqs[i]))
-    w = model.get_output_embeddings().weight
-    model.eval()
-    for s in range(0, len(order), batch_size):
-        idx = order[s : s + batch_size]
-        width = max(len(seqs[i]) for i in idx)
-        ids = torch.full((len(idx), width), tok.pad_token_id)
-        mask = torch.zeros_like(ids)
-        for b, i in enumerate(idx):  # left padding: the last position is every row's next token
-            ids[b, width - len(seqs[i]) :] = torch.tensor(seqs[i])
-            mask[b, width - len(seqs[i]) :] = 1
-        h = model.base_model(input_ids=ids, attention_mask=mask)[0][:, -1].float()  # (B, H)
-        logp = torch.log_softmax(h @ w.float().T, -1)  # (B, V)
-        pick = logp[:, letter_ids].argmax(-1).numpy()
-        for b, i in enumerate(idx):
-            correct[i] = pick[b] == gold[i]
-            nll[i] = -float(logp[b, letter_ids[gold[i]]])
-    return correct, nll
+from bench import cqa  # noqa: E402
+from tasks import condense as cz  # noqa: E402
+from tasks import distill as ds  # noqa: E402
+from tasks.params import Condense  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--method", default="kcenter")
     ap.add_argument("--ratios", default="0.05,0.1,0.2")
-    ap.add_argument("--layers", type=int, default=2, help="student blocks: first and last half of SmolLM2's 30")
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--rationale-weight", type=float, default=0.5)
-    ap.add_argument("--rationale-tokens", type=int, default=32)
-    ap.add_argument("--test", type=int, default=0, help="first N test questions (0: all 1,221)")
+    ap.add_argument("--rationale-tokens", type=int, default=64)
+    ap.add_argument("--cache-at", type=int, default=24, help="bottom blocks frozen and cached (bench/cqa.py)")
+    ap.add_argument("--train-top", type=int, default=2, help="top blocks trained")
+    ap.add_argument("--n-test", type=int, default=200, help="first N test questions (0: all 1,221)")
     ap.add_argument("--random-seeds", default="0", help="seeds of the random arms, e.g. 0,1")
+    ap.add_argument("--seed", type=int, default=0, help="training seed of every arm")
     ap.add_argument("--boot", type=int, default=2000)
-    ap.add_argument("--heldout", type=int, default=200, help="test rationales for the held-out rationale loss")
     ap.add_argument("--out", default="bench/results/condense-cqa.json")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads; 1 because on 2 shared cores OpenMP's spinning threads lose 5x+ when others run")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
     started = time.perf_counter()
-    train_rows, test_rows = rows_for("train"), rows_for("test")
-    if args.test:
-        test_rows = test_rows[: args.test]
-    spec = load_params(ROOT / "params.yaml").synthesize.teacher
-    path = models.resolve_model(spec)
-    tok = models.load_tokenizer(path)
-    teacher = models.load_causal_lm(path, "float32", "cpu")  # only the student's source (kd_weight 0)
-    keep = kept_layers(teacher.config.num_hidden_layers, (args.layers + 1) // 2, args.layers // 2)
-    distill = Distill(keep_first=(args.layers + 1) // 2, keep_last=args.layers // 2, steps=args.steps,
-                      batch_size=args.batch, max_length=256, lr=args.lr, kd_weight=0.0, ce_weight=1.0,
-                      rationale_weight=args.rationale_weight, seed=0)
-    test_pools = examples(tok, test_rows, args.rationale_tokens)
-    print(f"train {len(train_rows)} ({sum(bool(r['rationale']) for r in train_rows)} with a PaLM rationale), "
-          f"test {len(test_rows)}; student blocks {keep}; {args.steps} steps x {args.batch}", flush=True)
-
+    kit = cqa.Kit(args.cache_at, args.train_top)
+    train_rows, test_rows = cqa.load_rows("train"), cqa.load_rows("test", args.n_test)
+    params = cqa.distill_params(args.steps, args.batch, args.lr, args.rationale_weight, args.seed)
+    print(f"train {len(train_rows)} ({sum(bool(r['rationale']) for r in train_rows)} with a PaLM rationale), test "
+          f"{len(test_rows)}; {kit.describe()}; {args.steps} steps x {args.batch}; load {cqa.loadavg()}", flush=True)
     arms: dict[str, dict] = {}
 
     def evaluate(name: str, model, extra: dict) -> None:
         t0 = time.perf_counter()
-        correct, nll = score(model, tok, test_rows)
-        loss = heldout_loss(model, {LABEL: [], RATIONALE: test_pools[RATIONALE][: args.heldout]}, tok.pad_token_id)
-        arms[name] = {**extra, "correct": correct, "nll": nll, "accuracy": float(correct.mean()),
-                      "letter_nll": float(nll.mean()), "rationale_loss": loss["rationale_loss"],
-                      "eval_seconds": round(time.perf_counter() - t0, 1)}
-        print(f"{name:>16}: accuracy {correct.mean():.4f}  letter NLL {nll.mean():.3f}  rationale loss "
-              f"{loss['rationale_loss']:.3f}  {extra}", flush=True)
+        s = kit.score(model, test_rows, desc=f"score {name}")
+        kit.save_cache()
+        arms[name] = {**extra, "correct": s["correct"], "accuracy": float(s["correct"].mean()),
+                      "gold_logprob": float(s["gold_logprob"].mean()), "margin": float(s["margin"].mean()),
+                      "eval_seconds": round(time.perf_counter() - t0, 1), "load_avg": cqa.loadavg()}
+        print(f"{name:>16}: accuracy {s['correct'].mean():.4f}  gold log-prob {s['gold_logprob'].mean():.3f}  {extra}", flush=True)
 
-    evaluate("untrained", init_student(teacher, keep), {"n": 0})
+    evaluate("untrained", kit.student(), {"n": 0})
 
     def arm(name: str, rows: list[dict], extra: dict) -> None:
-        student = init_student(teacher, keep)
+        student = kit.student()
         t0 = time.perf_counter()
-        train(student, teacher, examples(tok, rows, args.rationale_tokens), distill, tok.pad_token_id)
+        ds.train(student, None, cqa.examples(kit.tok, rows, args.rationale_tokens), params, kit.tok.pad_token_id)
         evaluate(name, student, {**extra, "n": len(rows), "train_seconds": round(time.perf_counter() - t0, 1)})
 
     arm("full", train_rows, {})  # first: the arms below are read against it
@@ -182,47 +94,90 @@ def main() -> None:
         for seed in [int(s) for s in args.random_seeds.split(",")]:
             kept, rep = cz.run(train_rows, ("qtype",), Condense(method="random", ratio=ratio, seed=seed, dedup="none"))
             arm(f"random {ratio:.0%} s{seed}", kept, {"cover_radius": rep["diversity"]["cover_radius"]})
-        table(args, arms, test_rows, started)  # after each ratio: a partial table survives a cut-off run
+        table(args, arms, test_rows, started, kit)  # after each ratio: a partial table survives a cut-off run
 
 
-def table(args, arms: dict, test_rows: list[dict], started: float) -> None:
-    """Print the table of the arms measured so far and write it with the numbers to --out."""
-
-    # Paired bootstrap over test questions: the same resample for every arm.
-    rng = np.random.default_rng(0)
+def table(args, arms: dict, test_rows: list[dict], started: float, kit) -> None:
+    """Print the table of the arms measured so far; write it with the numbers to --out (.json, .png)."""
+    rng = np.random.default_rng(0)  # paired bootstrap over test questions: one resample set for all arms
     boots = rng.integers(0, len(test_rows), size=(args.boot, len(test_rows)))
     base, full = arms["untrained"], arms["full"]
-    lines = [("| arm | rows | accuracy (95% CI) | gain | retained of full gain (95% CI) | letter NLL | rationale loss "
-              "| rationale-loss gain retained | train s |"), "|---|---|---|---|---|---|---|---|---|"]
+    full_b = full["correct"][boots].mean(1) - base["correct"][boots].mean(1)
+    lines = ["| arm | rows | accuracy (95% CI) | gain vs untrained (95% CI) | retained of full gain (95% CI) | gold log-prob | train s |",
+             "|---|---|---|---|---|---|---|"]
     for name, a in arms.items():
         acc_b = a["correct"][boots].mean(1)
         gain_b = acc_b - base["correct"][boots].mean(1)
-        full_b = full["correct"][boots].mean(1) - base["correct"][boots].mean(1)
-        gain = a["accuracy"] - base["accuracy"]
-        full_gain = full["accuracy"] - base["accuracy"]
-        ret = gain / full_gain if full_gain else float("nan")
+        gain, full_gain = a["accuracy"] - base["accuracy"], full["accuracy"] - base["accuracy"]
         ret_b = gain_b / np.where(full_b == 0, np.nan, full_b)
-        nll_ret = (base["rationale_loss"] - a["rationale_loss"]) / (base["rationale_loss"] - full["rationale_loss"])
-        a.update(gain=gain, retained=ret, retained_ci=[float(np.nanpercentile(ret_b, 2.5)), float(np.nanpercentile(ret_b, 97.5))],
-                 accuracy_ci=[float(np.percentile(acc_b, 2.5)), float(np.percentile(acc_b, 97.5))], rationale_loss_retained=nll_ret)
+        a.update(gain=gain, gain_ci=[float(np.percentile(gain_b, 2.5)), float(np.percentile(gain_b, 97.5))],
+                 retained=gain / full_gain if full_gain else float("nan"),
+                 retained_ci=[float(np.nanpercentile(ret_b, 2.5)), float(np.nanpercentile(ret_b, 97.5))],
+                 accuracy_ci=[float(np.percentile(acc_b, 2.5)), float(np.percentile(acc_b, 97.5))])
         lines.append(f"| {name} | {a['n']} | {a['accuracy']:.4f} ({a['accuracy_ci'][0]:.3f}-{a['accuracy_ci'][1]:.3f}) | "
-                     f"{gain:+.4f} | {ret:.2f} ({a['retained_ci'][0]:.2f} to {a['retained_ci'][1]:.2f}) | "
-                     f"{a['letter_nll']:.3f} | {a['rationale_loss']:.3f} | {nll_ret:.2f} | {a.get('train_seconds', '')} |")
+                     f"{gain:+.4f} ({a['gain_ci'][0]:+.3f} to {a['gain_ci'][1]:+.3f}) | {a['retained']:.2f} "
+                     f"({a['retained_ci'][0]:.2f} to {a['retained_ci'][1]:.2f}) | {a['gold_logprob']:.3f} | {a.get('train_seconds', '')} |")
+    verdicts = {}
     for ratio in [float(r) for r in args.ratios.split(",")]:
         c = arms.get(f"{args.method} {ratio:.0%}")
         for seed in [int(s) for s in args.random_seeds.split(",")]:
             r = arms.get(f"random {ratio:.0%} s{seed}")
             if c is None or r is None:
                 continue
-            diff = (c["correct"][boots].mean(1) - r["correct"][boots].mean(1))
+            diff = c["correct"][boots].mean(1) - r["correct"][boots].mean(1)
+            ci = [float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))]
+            verdicts[f"{ratio:.0%} s{seed}"] = {"minus_random": c["accuracy"] - r["accuracy"], "ci95": ci}
             lines.append(f"\n{args.method} {ratio:.0%} minus random s{seed}: accuracy {c['accuracy'] - r['accuracy']:+.4f} "
-                         f"(95% CI {np.percentile(diff, 2.5):+.4f} to {np.percentile(diff, 97.5):+.4f})")
-    uptime = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
-    lines.append(f"\nelapsed {time.perf_counter() - started:.0f} s; load average (1/5/15 min) {' '.join(uptime)}")
+                         f"(95% CI {ci[0]:+.4f} to {ci[1]:+.4f})")
+    c10, r10 = arms.get(f"{args.method} 10%"), [v for k, v in arms.items() if k.startswith("random 10%")]
+    target = None
+    if c10 is not None and r10:
+        target = {"retained_10": c10["retained"], "retained_10_ci": c10["retained_ci"],
+                  "beats_random_10": all(c10["accuracy"] > r["accuracy"] for r in r10),
+                  "full_gain_ci_excludes_0": full["gain_ci"][0] > 0,
+                  "met": bool(c10["retained"] >= 0.9 and all(c10["accuracy"] > r["accuracy"] for r in r10) and full["gain_ci"][0] > 0)}
+        lines.append(f"\ntarget (condensed 10% retains >= 90% of the full gain and beats random 10%): "
+                     f"{'met' if target['met'] else 'NOT met'} {target}")
+    lines.append(f"\nelapsed {time.perf_counter() - started:.0f} s; load average (1/5/15 min) {cqa.loadavg()}")
     print("\n".join(lines), flush=True)
-    Path(args.out).write_text(json.dumps({"args": vars(args), "table": lines, "seconds": round(time.perf_counter() - started, 1),
-                                          "arms": {k: {kk: vv for kk, vv in v.items() if kk not in ("correct", "nll")}
-                                                   for k, v in arms.items()}}, indent=1, default=str))
+    out = Path(args.out)
+    result = {"args": vars(args), "student": kit.describe(), "n_test": len(test_rows),
+              "scorer": "cloze: sum log-prob of 'Answer: <choice>' + end-of-turn, argmax of 5", "table": lines,
+              "target": target, "versus_random": verdicts, "seconds": round(time.perf_counter() - started, 1),
+              "cache": {"encoded_tokens": kit.encoded_tokens, "encode_seconds": round(kit.encode_seconds, 1)},
+              "load_avg_end": cqa.loadavg(), "arms": {k: {kk: vv for kk, vv in v.items() if kk != "correct"} for k, v in arms.items()}}
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
+    plot(result, out.with_suffix(".png"))
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = {k: v for k, v in result["arms"].items() if k != "untrained"}
+    names = list(arms)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
+    acc = [100 * arms[n]["accuracy"] for n in names]
+    err = np.array([[100 * (arms[n]["accuracy"] - arms[n]["accuracy_ci"][0]), 100 * (arms[n]["accuracy_ci"][1] - arms[n]["accuracy"])]
+                    for n in names]).T
+    colors = ["C0" if n == "full" else "C1" if not n.startswith("random") else "C2" for n in names]
+    a.bar(range(len(names)), acc, yerr=err, color=colors, alpha=0.7, capsize=3)
+    a.axhline(100 * result["arms"]["untrained"]["accuracy"], color="grey", ls="--", label="untrained (same run)")
+    a.axhline(20, color="lightgrey", ls=":", label="chance")
+    a.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    a.set(ylabel=f"CQA test accuracy (%), n={result['n_test']}", title="accuracy (95% CI)")
+    a.legend(loc="lower right")
+    ret = [arms[n]["retained"] for n in names]
+    rerr = np.array([[max(0.0, r - arms[n]["retained_ci"][0]), max(0.0, arms[n]["retained_ci"][1] - r)] for r, n in zip(ret, names)]).T
+    b.bar(range(len(names)), ret, yerr=rerr, color=colors, alpha=0.7, capsize=3)
+    b.axhline(0.9, color="red", ls=":", label="target 0.9 (condensed 10%)")
+    b.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    b.set(ylabel="share of the full-data gain", title="retained gain (95% CI)")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

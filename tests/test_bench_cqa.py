@@ -1,0 +1,69 @@
+"""bench/cqa.py: the packed cloze scorer equals scoring each choice alone, the cached student equals
+the full model, training through tasks.distill.train moves only the trained blocks. Tiny teacher,
+fp32 (bf16 rounding would blur the equalities); skips without ../shared/data."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import cqa  # noqa: E402
+from tasks import distill as ds  # noqa: E402
+
+
+@pytest.fixture
+def kit(shared_data, tiny_teacher, monkeypatch, tmp_path):
+    if not (shared_data / "distill_step_by_step" / "cqa").is_dir():
+        pytest.skip("no distill_step_by_step/cqa in ../shared/data")
+    fp32 = lambda *a, **k: contextlib.nullcontext()  # noqa: E731
+    monkeypatch.setattr(cqa, "autocast_bf16", fp32)
+    monkeypatch.setattr("tasks.distillation.forward.autocast_bf16", fp32)
+    return cqa.Kit(cache_at=1, train_top=1, cache_file=tmp_path / "cache.pt", model=tiny_teacher, batch_size=3)
+
+
+def test_cached_student_and_packed_scorer_match_the_full_model(kit):
+    rows = cqa.load_rows("test", 5)
+    check = cqa.check_cache(kit, rows)
+    assert check["hidden_max_abs"] < 1e-4 * max(1.0, check["hidden_scale"])
+    assert check["score_max_abs"] < 1e-3
+    assert check["same_argmax"]
+    out = kit.score(kit.student(), rows)
+    assert out["choice_logprob"].shape == (5, 5) and np.isfinite(out["choice_logprob"]).all()
+    gold = np.array([r["gold"] for r in rows])
+    assert (out["correct"] == (out["choice_logprob"].argmax(1) == gold)).all()
+    kit.save_cache()  # the cache survives a restart: a new kit scores from it without encoding
+    again = cqa.Kit(cache_at=1, train_top=1, cache_file=kit.cache_file, model=kit.path)
+    assert again.loaded == len(kit.cache)
+    np.testing.assert_allclose(again.score(again.student(), rows)["choice_logprob"], out["choice_logprob"], atol=1e-4)
+    assert again.encoded_tokens == 0
+
+
+def test_training_moves_only_the_top_blocks(kit):
+    rows = cqa.load_rows("train", 12)
+    student = kit.student()
+    before = {n: p.detach().clone() for n, p in student.named_parameters()}
+    history = ds.train(student, None, cqa.examples(kit.tok, rows, 16), cqa.distill_params(3, 4, 1e-2, 0.5, 0),
+                       kit.tok.pad_token_id, progress=False)
+    assert len(history) == 3 and all(np.isfinite(h["loss"]) for h in history)
+    top = f"model.top.layers.{kit.n_layers - kit.cache_at - 1}."
+    for n, p in student.named_parameters():  # frozen: embeddings/head and every block below the top one
+        if not (n.startswith(top) or n == "model.top.norm.weight"):
+            assert torch.equal(before[n], p.detach()), n
+    assert any(not torch.equal(before[n], p.detach()) for n, p in student.named_parameters() if n.startswith(top))
+
+
+def test_paired_bootstrap():
+    a = np.zeros(50, dtype=np.int8)
+    assert cqa.paired_bootstrap(a, a) == (0.0, 0.0)
+    assert cqa.paired_bootstrap(a, np.ones(50, dtype=np.int8)) == (1.0, 1.0)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 2, (2, 400)), rng.integers(0, 2, (2, 400))
+    lo, hi = cqa.paired_bootstrap(x, y)
+    assert lo < y.mean() - x.mean() < hi and hi - lo < 0.2
