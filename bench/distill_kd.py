@@ -14,6 +14,8 @@ Arms (all through `tasks.distill.train`, the stage's loop):
   ce       kd_weight 0, ce_weight 1: fine-tuning on the gold next tokens (the baseline)
   kd       kd_weight 1, ce_weight 0: forward KL to the teacher at `--temperature`
   kd+ce    0.5 / 0.5 (the stage's default weights)
+  kd+hid   kd plus FitNets hidden-state alignment (cosine, weight 1) between the student's state
+           after its first `--keep-first` blocks and the teacher's where its kept last blocks start
 Prints teacher, student-at-init and per-arm perplexity, the KD/CE ratio and the student's
 distance to the teacher; writes bench/results/distill_kd.json and .png.
 """
