@@ -154,7 +154,6 @@ class Kit:
 
     def __init__(self, cache_at: int = 24, train_top: int = 2, cache_file: str | Path | None = "default",
                  batch_size: int = 16, model: str | None = None):
-        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         self.path = models.resolve_model(model or load_params(ROOT / "params.yaml").synthesize.teacher)
         self.tok = models.load_tokenizer(self.path)
         self.base = models.load_causal_lm(self.path, "float32", "cpu")

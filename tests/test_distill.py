@@ -447,7 +447,9 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     ckpt = tmp_path / "checkpoints"
     script = KILL_AFTER_SECOND_CHECKPOINT.format(tests=str(ROOT / "tests"), ckpt=str(ckpt))
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
-                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+                          # the same thread count as here: bitwise-equal weights need the same reduction order
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT),
+                               "OMP_NUM_THREADS": str(torch.get_num_threads())})
     assert done.returncode == -9, done.stderr[-3000:]
     [saved] = list(ckpt.glob("*.pt"))
     assert torch.load(saved, weights_only=False)["step"] == 4
