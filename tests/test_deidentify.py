@@ -70,6 +70,15 @@ def removal_by_type(rows: list[dict], records: dict, domain: str) -> dict[str, f
 
 @pytest.mark.parametrize("domain", ["healthcare", "education"])
 @pytest.mark.parametrize("operator", ["surrogate", "tag"])
+
+def assert_masked(text: str, phi: list[str]) -> None:
+    """Every letter and digit of each value in `phi` lies inside a detected span."""
+    spans = next(stage.detect(get_domain("healthcare"), [text], Deidentify(n_process=1)))
+    covered = {i for s in spans for i in range(s.start, s.end)}
+    for value in phi:
+        start = text.index(value)
+        assert all(i in covered for i in range(start, start + len(value)) if text[i].isalnum()), (value, spans)
+
 def test_planted_identifiers_are_removed(runs, domain, operator):
     rows, records, _, _, _ = runs[domain, operator]
     shares = removal_by_type(rows, records, domain)
@@ -378,11 +387,7 @@ def test_worker_processes_give_the_same_spans_in_order(monkeypatch):
 ])
 def test_non_us_addresses_phones_and_names_are_found(text, phi):
     """General-text formats the clinical patterns did not know (presidio_synth styles)."""
-    spans = next(stage.detect(get_domain("healthcare"), [text], Deidentify(n_process=1)))
-    covered = {i for s in spans for i in range(s.start, s.end)}
-    for value in phi:
-        start = text.index(value)
-        assert all(i in covered for i in range(start, start + len(value)) if text[i].isalnum()), (value, spans)
+    assert_masked(text, phi)
 
 
 def test_clinical_orders_and_durations_are_not_addresses():
@@ -410,11 +415,7 @@ def test_clinical_orders_and_durations_are_not_addresses():
     ("name:   odile ferrand\naddress:  unit 220 box 4411", ["odile ferrand"]),
 ])
 def test_conversation_and_letter_names_are_found(text, phi):
-    spans = next(stage.detect(get_domain("healthcare"), [text], Deidentify(n_process=1)))
-    covered = {i for s in spans for i in range(s.start, s.end)}
-    for value in phi:
-        start = text.index(value)
-        assert all(i in covered for i in range(start, start + len(value)) if text[i].isalnum()), (value, spans)
+    assert_masked(text, phi)
 
 
 @pytest.mark.parametrize("text, phi", [
@@ -434,11 +435,7 @@ def test_conversation_and_letter_names_are_found(text, phi):
     ("Sorte Muld 3\nKiel 2 24103", ["Kiel", "2", "24103"]),
 ])
 def test_address_blocks_and_places_are_found(text, phi):
-    spans = next(stage.detect(get_domain("healthcare"), [text], Deidentify(n_process=1)))
-    covered = {i for s in spans for i in range(s.start, s.end)}
-    for value in phi:
-        start = text.index(value)
-        assert all(i in covered for i in range(start, start + len(value)) if text[i].isalnum()), (value, spans)
+    assert_masked(text, phi)
 
 
 def test_clinical_headers_and_chat_labels_are_not_speakers_or_places():
