@@ -68,9 +68,6 @@ def removal_by_type(rows: list[dict], records: dict, domain: str) -> dict[str, f
     return shares
 
 
-@pytest.mark.parametrize("domain", ["healthcare", "education"])
-@pytest.mark.parametrize("operator", ["surrogate", "tag"])
-
 def assert_masked(text: str, phi: list[str]) -> None:
     """Every letter and digit of each value in `phi` lies inside a detected span."""
     spans = next(stage.detect(get_domain("healthcare"), [text], Deidentify(n_process=1)))
@@ -79,6 +76,9 @@ def assert_masked(text: str, phi: list[str]) -> None:
         start = text.index(value)
         assert all(i in covered for i in range(start, start + len(value)) if text[i].isalnum()), (value, spans)
 
+
+@pytest.mark.parametrize("domain", ["healthcare", "education"])
+@pytest.mark.parametrize("operator", ["surrogate", "tag"])
 def test_planted_identifiers_are_removed(runs, domain, operator):
     rows, records, _, _, _ = runs[domain, operator]
     shares = removal_by_type(rows, records, domain)
