@@ -10,7 +10,8 @@ and one group, `qtype` (the question's wh-word), so the quotas have a label and 
 partition to keep. Student: SmolLM2-135M-Instruct, bottom --cache-at blocks frozen and cached,
 top --train-top blocks (+ final norm) trained. Every arm trains a fresh student through
 tasks.distill.train (the stage's loop, CE on the assistant tokens, kd_weight 0: the teacher
-is PaLM text) for the same --steps of --batch (half label, half rationale; L = (1 - a) L_label
+is PaLM text) for the same --steps of --batch questions (each step --batch label and --batch
+rationale examples, the paper's multi-task step; L = (1 - a) L_label
 + a L_rationale), same seed and schedule; only the rows differ. With the same seed and steps
 the "full" arm is the label+rat arm of bench/distill_sbs.py.
 
@@ -49,7 +50,7 @@ def main() -> None:
     ap.add_argument("--method", default="kcenter")
     ap.add_argument("--ratios", default="0.05,0.1,0.2")
     ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=8, help="questions per step (each gives a label and a rationale example)")
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--rationale-weight", type=float, default=0.5)
     ap.add_argument("--rationale-tokens", type=int, default=64)
@@ -87,14 +88,23 @@ def main() -> None:
         evaluate(name, student, {**extra, "n": len(rows), "train_seconds": round(time.perf_counter() - t0, 1)})
 
     arm("full", train_rows, {})  # first: the arms below are read against it
-    for ratio in sorted([float(r) for r in args.ratios.split(",")], key=lambda r: abs(r - 0.1)):  # 10% first
-        kept, rep = cz.run(train_rows, ("qtype",), Condense(method=args.method, ratio=ratio, seed=0))
-        arm(f"{args.method} {ratio:.0%}", kept, {"condense_seconds": rep["seconds"], "dropped": rep["ledger"]["dropped"],
-                                                 "cover_radius": rep["diversity"]["cover_radius"]})
-        for seed in [int(s) for s in args.random_seeds.split(",")]:
+    for ratio, name, kept, extra in subsets(train_rows, args.method, args.ratios, args.random_seeds):
+        arm(name, kept, extra)
+        if name.startswith("random") and name.endswith(f"s{args.random_seeds.split(',')[-1]}"):
+            table(args, arms, test_rows, started, kit)  # after each ratio: a partial table survives a cut-off run
+
+
+def subsets(train_rows: list[dict], method: str, ratios: str, random_seeds: str):
+    """(ratio, arm name, rows, report extras) of every condensed and random arm, 10% first:
+    tasks.condense.run with `method` (its quotas over label + qtype + kept-rationale strata and
+    its de-duplication) and random (the same quotas, seeded order, no de-duplication)."""
+    for ratio in sorted([float(r) for r in ratios.split(",")], key=lambda r: abs(r - 0.1)):
+        kept, rep = cz.run(train_rows, ("qtype",), Condense(method=method, ratio=ratio, seed=0))
+        yield ratio, f"{method} {ratio:.0%}", kept, {"condense_seconds": rep["seconds"], "dropped": rep["ledger"]["dropped"],
+                                                     "cover_radius": rep["diversity"]["cover_radius"]}
+        for seed in [int(s) for s in random_seeds.split(",")]:
             kept, rep = cz.run(train_rows, ("qtype",), Condense(method="random", ratio=ratio, seed=seed, dedup="none"))
-            arm(f"random {ratio:.0%} s{seed}", kept, {"cover_radius": rep["diversity"]["cover_radius"]})
-        table(args, arms, test_rows, started, kit)  # after each ratio: a partial table survives a cut-off run
+            yield ratio, f"random {ratio:.0%} s{seed}", kept, {"cover_radius": rep["diversity"]["cover_radius"]}
 
 
 def table(args, arms: dict, test_rows: list[dict], started: float, kit) -> None:

@@ -53,7 +53,7 @@ from transformers import DynamicCache
 from tasks import models
 from tasks import student as st
 from tasks.distillation.examples import LABEL, RATIONALE, TAGS, Example
-from tasks.distillation.forward import autocast_bf16
+from tasks.distillation.forward import autocast
 from tasks.params import load_params
 from tasks.teachers.replay import load_step_by_step
 
@@ -171,8 +171,8 @@ class Kit:
             cache_file = CACHE / f"{Path(self.path).name}-bottom{cache_at}.pt"
         self.cache_file = Path(cache_file) if cache_file else None
         self.cache: dict[bytes, torch.Tensor] = {}
-        if self.cache_file is not None and self.cache_file.exists():
-            self.cache = torch.load(self.cache_file, weights_only=True)
+        for f in self.cache_files():  # the main file and the shards `warm` writes
+            self.cache.update(torch.load(f, weights_only=True))
         self.loaded = len(self.cache)
         self.encoded_tokens = 0  # tokens pushed through the bottom by this process (the cache's cost)
         self.encode_seconds = 0.0
@@ -192,7 +192,7 @@ class Kit:
         """The bottom's output `(P, H)` and key/value cache of the chat header every prompt starts with
         (computed once: the system turn is ~25 of ~100 tokens per example)."""
         if self._prefix_state is None:
-            with autocast_bf16("cpu"):
+            with autocast("cpu"):
                 out = self.bottom(input_ids=torch.tensor([self.prefix_ids]), use_cache=True)
             self._prefix_state = (out[0][0].float(), out.past_key_values)
         h, past = self._prefix_state
@@ -226,7 +226,7 @@ class Kit:
         kwargs = {}
         if P:
             h_pre, kwargs["past_key_values"] = self._prefix(len(batch))
-        with autocast_bf16("cpu"):
+        with autocast("cpu"):
             h = self.bottom(input_ids=ids, attention_mask=mask, position_ids=pos, **kwargs)[0].float()
         for b, (k, s, _, _) in enumerate(batch):
             self.cache[k] = torch.cat([h_pre, h[b, : len(s) - P]]) if P else h[b, : len(s)].clone()
@@ -246,10 +246,16 @@ class Kit:
         bar.close()
         return [self.cache[k] for k in keys]
 
+    def cache_files(self) -> list[Path]:
+        if self.cache_file is None:
+            return []
+        shards = sorted(self.cache_file.parent.glob(f"{self.cache_file.stem}.shard*.pt"))
+        return ([self.cache_file] if self.cache_file.exists() else []) + shards
+
     def save_cache(self) -> None:
         if self.cache_file is not None and len(self.cache) > self.loaded:
             self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache_file.with_suffix(".tmp")
+            tmp = self.cache_file.with_suffix(f".{os.getpid()}.tmp")  # two benches may save at once
             torch.save(self.cache, tmp)
             tmp.replace(self.cache_file)
             self.loaded = len(self.cache)
@@ -323,7 +329,7 @@ class Kit:
             for b, i in enumerate(idx):
                 L = len(seqs[b])
                 h[b, :L], mask[b, 0, :L, :L], pos[b, :L] = states[b], packs[i][1], packs[i][2]
-            with autocast_bf16("cpu"):
+            with autocast("cpu"):
                 out = top(inputs_embeds=h, attention_mask=mask, position_ids=pos)[0].float()
             for b, i in enumerate(idx):
                 spans = packs[i][3]
@@ -382,7 +388,7 @@ def check_cache(kit: Kit, rows: list[dict]) -> dict:
             for j, c in enumerate(r["choices"]):
                 t = answer_ids(kit.tok, c)
                 ids = torch.tensor([p + t])
-                with autocast_bf16("cpu"):
+                with autocast("cpu"):
                     out = kit.base.model(input_ids=ids)[0][0].float()
                 n_pre = len(p) + len(kit.answer_prefix)
                 logp = torch.log_softmax(out[n_pre - 1 : len(p) + len(t) - 1] @ w.T, -1)
@@ -395,13 +401,32 @@ def check_cache(kit: Kit, rows: list[dict]) -> dict:
 # Pilot: does a configuration learn CQA at all?
 
 
-def distill_params(steps: int, batch_size: int, lr: float, rationale_weight: float, seed: int):
-    """The Distill params every CQA arm trains with: CE only (the teacher is PaLM text, not
-    logits), the stage's schedule; no checkpoints (bench runs are short)."""
+def distill_params(steps: int, inputs: int, lr: float, rationale_weight: float, seed: int, rationale: bool = True):
+    """The Distill params of a CQA arm: CE only (the teacher is PaLM text, not logits), the
+    stage's schedule, no checkpoints. `inputs` questions per step. With rationales a step is the
+    paper's multi-task step: every input gives a label AND a rationale example (Hsieh et al.,
+    Sec. 3.2), so the batch holds `inputs` of each and label-only vs label + rationale compares
+    equal steps over equal label examples. (The stage draws the two pools independently, so
+    the rationale examples come from other questions than the step's labels.)"""
     from tasks.params import Distill
 
-    return Distill(steps=steps, batch_size=batch_size, lr=lr, kd_weight=0.0, ce_weight=1.0,
-                   rationale_weight=rationale_weight, seed=seed, max_length=256, checkpoint_every=0)
+    return Distill(steps=steps, batch_size=inputs * (2 if rationale else 1), lr=lr, kd_weight=0.0, ce_weight=1.0,
+                   rationale_weight=rationale_weight if rationale else 0.0, seed=seed, max_length=256, checkpoint_every=0)
+
+
+def drawn(pools: dict[str, list[Example]], params) -> list[list[int]]:
+    """The token sequences `tasks.distill.train` will draw for these pools and params (its
+    Draws order and per-step split), to put into the cache before training."""
+    from tasks.distillation.examples import Draws
+
+    has_rationale = bool(pools[RATIONALE]) and params.rationale_weight > 0
+    n_label = max(1, -(-params.batch_size // 2)) if has_rationale else params.batch_size
+    counts = {LABEL: n_label * params.steps, RATIONALE: (params.batch_size - n_label) * params.steps if has_rationale else 0}
+    seqs = []
+    for task, n in counts.items():
+        draws = Draws(len(pools[task]), params.seed, task) if n else None
+        seqs += [pools[task][i].prompt_ids + pools[task][i].target_ids for i in (draws.next() for _ in range(n))]
+    return seqs
 
 
 def main() -> None:
@@ -452,5 +477,61 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(res, indent=1))
 
 
+def warm() -> None:
+    """`python bench/cqa.py warm --shard 0/2 --steps 200 ...` (one process per core, then run the
+    benches with the same arguments): put every sequence that bench/distill_sbs.py and
+    bench/condense.py will draw or score into the bottom-state cache, split into shards, so two
+    cores encode each sequence once instead of each bench encoding its own copy."""
+    import argparse
+    import sys
+
+    sys.path.insert(0, str(ROOT))  # run as a script: make `bench` importable
+    from bench import condense
+
+    ap = argparse.ArgumentParser(description=warm.__doc__.split("\n")[0])
+    ap.add_argument("warm")
+    ap.add_argument("--shard", default="0/1", help="i/n: encode every n-th sequence starting at i")
+    ap.add_argument("--cache-at", type=int, default=24)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--rationale-tokens", type=int, default=64)
+    ap.add_argument("--seeds", default="0", help="training seeds (distill_sbs --seeds, condense --seed)")
+    ap.add_argument("--method", default="kcenter")
+    ap.add_argument("--ratios", default="0.1")
+    ap.add_argument("--random-seeds", default="0")
+    ap.add_argument("--n-test", type=int, default=0)
+    args = ap.parse_args()
+    i, n = (int(x) for x in args.shard.split("/"))
+    kit = Kit(args.cache_at, 1)
+    train_rows, test_rows = load_rows("train"), load_rows("test", args.n_test)
+    pools = examples(kit.tok, train_rows, args.rationale_tokens)
+    seqs: dict[bytes, tuple] = {}
+    for r in test_rows:
+        ids, mask, pos, _ = kit.packed(r)
+        seqs[_key(ids, "packed")] = (ids, (mask, pos))
+    for seed in [int(x) for x in args.seeds.split(",")]:
+        arms = [(pools, True), ({LABEL: pools[LABEL], RATIONALE: []}, False)]
+        arms += [(examples(kit.tok, rows, args.rationale_tokens), True)
+                 for _, _, rows, _ in condense.subsets(train_rows, args.method, args.ratios, args.random_seeds)]
+        for arm_pools, rat in arms:
+            for ids in drawn(arm_pools, distill_params(args.steps, args.batch, 1e-4, 0.5, seed, rat)):
+                seqs[_key(ids)] = (ids, None)
+    todo = sorted((k for k in seqs if k not in kit.cache), key=lambda k: len(seqs[k][0]))[i::n]
+    shard = kit.cache_file.with_name(f"{kit.cache_file.stem}.shard{i}of{n}.pt")
+    print(f"warm: {len(seqs)} sequences, {len(kit.cache)} cached, shard {i}/{n}: {len(todo)} "
+          f"({sum(len(seqs[k][0]) for k in todo)} tokens) -> {shard}; load {loadavg()}", flush=True)
+    kit.cache = torch.load(shard, weights_only=True) if shard.exists() else {}  # this process writes only its shard
+    kit.cache_file, kit.loaded = shard, len(kit.cache)
+    for packed in (True, False):
+        part = [k for k in todo if (seqs[k][1] is not None) == packed]
+        for s in tqdm(range(0, len(part), 512), desc=f"warm {'test' if packed else 'train'}", unit="x512"):
+            keys = part[s : s + 512]
+            kit.bottom_states([seqs[k][0] for k in keys], [seqs[k][1] for k in keys] if packed else None)
+            kit.save_cache()  # a cut-off warm keeps what it encoded
+    print(f"warm: shard {i}/{n} done, {kit.encoded_tokens} tokens in {kit.encode_seconds:.0f} s; load {loadavg()}")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    warm() if sys.argv[1:2] == ["warm"] else main()

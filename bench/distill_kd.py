@@ -84,7 +84,7 @@ def main() -> None:
     train = {ds.LABEL: chunks(tok, train_texts, args.seq_len, "train"), ds.RATIONALE: []}
     held = {ds.LABEL: chunks(tok, test_texts, args.seq_len, "test")[: args.eval_chunks], ds.RATIONALE: []}
     teacher32 = models.load_causal_lm(path, "float32", "cpu")
-    teacher = models.load_causal_lm(path, "bfloat16", "cpu")  # what the stage trains against
+    teacher = models.load_causal_lm(path, "auto", "cpu")  # what the stage trains against
     n_layers = teacher.config.num_hidden_layers
     load0 = os.getloadavg()[0]
     print(f"teacher {path} ({n_layers} blocks); {len(train[ds.LABEL])} train chunks / "

@@ -15,8 +15,9 @@ Arms, both through `tasks.distill.train` (the stage's loop: cross-entropy on the
 tokens, kd_weight 0 as the teacher is PaLM text, not logits), same seed, same steps, same
 schedule, same batch size:
   label      every step `--batch-size` label examples "[label] <q + choices>" -> "Answer: <choice>"
-  label+rat  half label, half rationale examples, L = (1 - a) L_label + a L_rationale
-             (a = --rationale-weight), the rationale target its first --rationale-tokens tokens.
+  label+rat  the paper's multi-task step: the same `--batch-size` label examples plus as many
+             rationale examples, L = (1 - a) L_label + a L_rationale (a = --rationale-weight),
+             the rationale target its first --rationale-tokens tokens.
 Several seeds; the difference (label+rat minus label) comes with a paired bootstrap 95% CI
 over test questions (seeds of a question resampled together); each arm is also reported
 against the untrained student scored in the same run. Writes --out .json and .png.
@@ -45,7 +46,7 @@ ARMS = ("label", "label+rat")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=8, help="questions per step")
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--rationale-weight", type=float, default=0.5)
     ap.add_argument("--rationale-tokens", type=int, default=64)
@@ -73,7 +74,7 @@ def main() -> None:
     correct: dict[str, list[np.ndarray]] = {arm: [] for arm in ARMS}
     for seed in [int(s) for s in args.seeds.split(",")]:
         for arm in ARMS:
-            params = cqa.distill_params(args.steps, args.batch_size, args.lr, args.rationale_weight, seed)
+            params = cqa.distill_params(args.steps, args.batch_size, args.lr, args.rationale_weight, seed, arm == "label+rat")
             arm_pools = {ds.LABEL: pools[ds.LABEL], ds.RATIONALE: pools[ds.RATIONALE] if arm == "label+rat" else []}
             student = kit.student()
             t0 = time.perf_counter()

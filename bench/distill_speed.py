@@ -106,7 +106,7 @@ def child(arm: str, args) -> dict:
     teacher = models.load_causal_lm(path, "float32", "cpu")
     student, probe = st.init_student(teacher, params), st.init_student(teacher, params)
     if arm == "engine":
-        teacher = teacher.to(torch.bfloat16)  # what distill.run does: the teacher only infers
+        teacher = teacher.to(models.DTYPES[models.resolve_dtype("auto", "cpu")])  # what distill.run does: the teacher only infers
     loaded = rss_mb()
     # Both arms: one training step of a copy of the initial student on exactly the check batch;
     # the loss it reports is computed before the update. It also warms both arms up alike.

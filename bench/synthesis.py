@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--dtype", default="auto")
     ap.add_argument("--stage", action="store_true", help="also time the stage and its rerun")
     ap.add_argument("--stage-only", action="store_true")
     args = ap.parse_args()

@@ -107,6 +107,9 @@ NLP_CONFIG = {
     },
 }
 NER_RECOGNIZERS = {"SpacyRecognizer"}  # model-based: outranked by the domain's anchored patterns
+# word lists rather than anchored patterns: ranked with NER in overlaps, so a gazetteer name inside
+# spaCy's longer place ("Carlton Springs") does not cut the place short
+WEAK_RECOGNIZERS = {"GazetteerNameRecognizer"}
 
 # Surrogate pools: disjoint from the generators' pools (tests/test_deidentify.py checks).
 FAKE_FIRST = ("Avery", "Rowan", "Quinn", "Harlow", "Emerson", "Sasha", "Marlowe", "Tobias", "Lennox", "Ines",
@@ -550,9 +553,11 @@ def select_spans(text: str, results: list[RecognizerResult], allow: frozenset[st
     for r in results:
         start, end, value = r.start, r.end, text[r.start:r.end]
         name = (r.recognition_metadata or {}).get("recognizer_name", "")
-        pattern = name not in NER_RECOGNIZERS
+        pattern = name not in NER_RECOGNIZERS and name not in WEAK_RECOGNIZERS
         titled = r.entity_type == "PERSON" and _TITLES.search(text[max(0, start - 8):start])
-        if _term(value, text[r.end:r.end + 2]) in allow and not titled:  # "Foley" stays, "Dr. Foley" goes
+        # "Foley" stays, "Dr. Foley" goes; the gazetteer applies the allow list itself (an eponym in
+        # a list of names is a name: "Marrero, Graves and Reed")
+        if _term(value, text[r.end:r.end + 2]) in allow and not titled and name not in WEAK_RECOGNIZERS:
             kept["allow_list"] += 1
             continue
         if r.entity_type == "DATE_TIME":
@@ -569,7 +574,7 @@ def select_spans(text: str, results: list[RecognizerResult], allow: frozenset[st
         if r.entity_type == "PERSON" and (title := _TITLE_PREFIX.match(value)):
             start += title.end()
             value = text[start:end]
-        if not pattern and r.entity_type in ("PERSON", "LOCATION", "ORGANIZATION"):
+        if name in NER_RECOGNIZERS and r.entity_type in ("PERSON", "LOCATION", "ORGANIZATION"):
             # spaCy's NER reads case: on an UPPER-CASE note it tags verbs and nouns ("RESTRAINED DRIVER");
             # there only multi-word guesses free of note vocabulary stand (names come from the patterns)
             parts = [(a, b) for a, b in _name_parts(text, start, end, allow, upper_text)

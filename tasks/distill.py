@@ -59,8 +59,8 @@ trained with the student (not saved with it).
 
 Memory: the head projection and every loss run in float32, outside autocast, over chunks of
 `chunk_size` assistant positions (losses.chunked_head_loss): the (positions x vocabulary)
-logits of the whole batch never exist at once. Forward passes run under bf16 autocast (CUDA
-when present, else CPU). AdamW, linear warmup then decay, grad-norm clip 1.0. Each step draws
+logits of the whole batch never exist at once. Forward passes run under bf16 autocast where the
+device has native bf16 (CUDA, AVX512-BF16/AMX CPUs), in float32 elsewhere (forward.autocast). AdamW, linear warmup then decay, grad-norm clip 1.0. Each step draws
 half its batch from each task's pool (shuffled passes, seeded per pass).
 
 Checkpoints: every `checkpoint_every` steps the student's trainable weights, optimizer,
@@ -148,8 +148,10 @@ def _accuracy(results: list[dict]) -> float | None:
 
 
 def bf16_copy(model):
-    """A bfloat16 copy for evaluation and saving (training keeps float32 weights)."""
-    return copy.deepcopy(model).to(torch.bfloat16).eval()
+    """The weights as saved (rounded to bfloat16; training keeps float32), for evaluation and
+    saving; held in bfloat16 where the device runs it natively, else in float32 (same values)."""
+    device = next(model.parameters()).device
+    return copy.deepcopy(model).to(torch.bfloat16).to(models.DTYPES[models.resolve_dtype("auto", device)]).eval()
 
 
 def split_validation(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -189,7 +191,7 @@ def run(
     teacher = models.load_causal_lm(teacher_path, "float32", str(device))
     keep = select_layers(teacher.config.num_hidden_layers, params)  # None: another model
     student = init_student(teacher, params)  # float32 master weights
-    teacher = teacher.to(torch.bfloat16)  # inference only
+    teacher = teacher.to(models.DTYPES[models.resolve_dtype("auto", device)])  # inference only: bf16 where native
 
     results: dict = {"kept_layers": keep, "teacher_layers": teacher.config.num_hidden_layers}
     results["teacher"] = heldout_loss(teacher, test_pools, pad_id)

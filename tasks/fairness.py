@@ -453,7 +453,7 @@ def student_answerer(student: Path, domain: str, max_new_tokens: int) -> Callabl
 
     spec = get_domain(domain)
     path = str(Path(student).resolve())
-    model, tok = load_causal_lm(path, dtype="bfloat16"), load_tokenizer(path)  # what distill evaluates in
+    model, tok = load_causal_lm(path, dtype="auto"), load_tokenizer(path)  # what distill evaluates in
 
     def answer(texts: list[str]) -> list:
         rows = [{"text": t, "label": ""} for t in texts]

@@ -78,9 +78,30 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     return tok
 
 
-def load_causal_lm(path: str, dtype: str = "bfloat16", device: str | None = None):
+def native_bf16(device: str | torch.device) -> bool:
+    """Whether `device` runs bf16 matmuls natively: CUDA with bf16, or a CPU with AVX512-BF16 or
+    AMX (oneDNN). Elsewhere (e.g. AVX2-only CPUs) bf16 is emulated and measured ~50x slower
+    than float32, so "auto" means float32 there."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and native is not None and bool(native())
+
+
+def resolve_dtype(dtype: str, device: str | torch.device) -> str:
+    """"auto" -> "bfloat16" where `device` has native bf16, else "float32"; others unchanged."""
+    if dtype == "auto":
+        return "bfloat16" if native_bf16(device) else "float32"
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: expected auto, bfloat16 or float32")
+    return dtype
+
+
+def load_causal_lm(path: str, dtype: str = "auto", device: str | None = None):
+    """A causal LM in eval mode on `device` (default CUDA if present), in `dtype` (see resolve_dtype)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[resolve_dtype(dtype, device)]).to(device)
     model.eval()
     return model
 

@@ -111,7 +111,7 @@ class Synthesize(Section):
     batch_size: int = Field(32, ge=1)  # 23 tok/s at batch 1 vs ~370 tok/s at 32 on 2 cores
     max_batch_tokens: int | None = Field(None, ge=1)  # also cap padded prompt tokens per batch
     max_new_tokens: int = Field(96, ge=1)
-    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # auto: bf16 where the hardware has it natively
     samples: int = Field(1, ge=1)  # self-consistency: n samples per teacher, majority vote
     temperature: float = Field(0.0, ge=0)  # 0: greedy (then samples must be 1)
     seed: int = 0

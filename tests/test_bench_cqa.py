@@ -23,8 +23,8 @@ def kit(shared_data, tiny_teacher, monkeypatch, tmp_path):
     if not (shared_data / "distill_step_by_step" / "cqa").is_dir():
         pytest.skip("no distill_step_by_step/cqa in ../shared/data")
     fp32 = lambda *a, **k: contextlib.nullcontext()  # noqa: E731
-    monkeypatch.setattr(cqa, "autocast_bf16", fp32)
-    monkeypatch.setattr("tasks.distillation.forward.autocast_bf16", fp32)
+    monkeypatch.setattr(cqa, "autocast", fp32)
+    monkeypatch.setattr("tasks.distillation.forward.autocast", fp32)
     return cqa.Kit(cache_at=1, train_top=1, cache_file=tmp_path / "cache.pt", model=tiny_teacher, batch_size=3)
 
 
@@ -67,3 +67,23 @@ def test_paired_bootstrap():
     x, y = rng.integers(0, 2, (2, 400)), rng.integers(0, 2, (2, 400))
     lo, hi = cqa.paired_bootstrap(x, y)
     assert lo < y.mean() - x.mean() < hi and hi - lo < 0.2
+
+
+@pytest.mark.parametrize("rationale", [True, False])
+def test_drawn_sequences_are_exactly_what_training_encodes(kit, rationale):
+    """`drawn` (what bench/cqa.py warm puts into the cache) predicts the stage's draws: after
+    warming with it, training encodes nothing new. With rationales a step holds `inputs` label
+    AND `inputs` rationale examples (the paper's multi-task step)."""
+    pools = cqa.examples(kit.tok, cqa.load_rows("train", 20), 16)
+    if not rationale:
+        pools[ds.RATIONALE] = []
+    params = cqa.distill_params(5, 3, 1e-3, 0.5, 7, rationale)
+    assert params.batch_size == (6 if rationale else 3)
+    seqs = cqa.drawn(pools, params)
+    assert len(seqs) == 5 * params.batch_size
+    kit.bottom_states(seqs)
+    encoded = kit.encoded_tokens
+    ds.train(kit.student(), None, pools, params, kit.tok.pad_token_id, progress=False)
+    assert kit.encoded_tokens == encoded
+    wrong = cqa.drawn(pools, cqa.distill_params(5, 3, 1e-3, 0.5, 8, rationale))  # another seed draws others
+    assert {tuple(s) for s in wrong} != {tuple(s) for s in seqs}

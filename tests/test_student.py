@@ -197,3 +197,23 @@ def test_lora_student_through_the_training_loop(tiny_path, tiny_teacher_model):
     assert any(not torch.equal(params_after[n], p) for n, p in lora_before.items())
     merged = st.finalize_student(student)
     assert ds.heldout_loss(merged, pools, tok.pad_token_id)["loss"] > 0
+
+
+# ---- compute dtype --------------------------------------------------------------------------
+
+
+def test_auto_dtype_follows_native_bf16(tiny_path, monkeypatch):
+    """"auto" is bf16 only where the hardware has it natively (emulated bf16 on an AVX2 CPU
+    measured ~50x slower than float32); autocast is a no-op there."""
+    from tasks.distillation.forward import autocast
+
+    for native in (False, True):
+        monkeypatch.setattr(models, "native_bf16", lambda device, native=native: native)
+        want = torch.bfloat16 if native else torch.float32
+        assert models.resolve_dtype("auto", "cpu") == str(want).removeprefix("torch.")
+        assert next(models.load_causal_lm(tiny_path, "auto", "cpu").parameters()).dtype == want
+        with autocast("cpu"):
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == want
+    assert models.resolve_dtype("float32", "cpu") == "float32"
+    with pytest.raises(ValueError, match="dtype"):
+        models.resolve_dtype("fp8", "cpu")

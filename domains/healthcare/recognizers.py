@@ -640,6 +640,7 @@ def conversation_names() -> list[EntityRecognizer]:
 def recognizers() -> list[EntityRecognizer]:
     """Healthcare recognizers added to Presidio's predefined ones (see `ENTITIES`)."""
     from domains.healthcare.addresses import addresses  # it builds on the helpers above
+    from domains.healthcare.gazetteer import GazetteerNameRecognizer
 
     mrn_labels = (rf"MRN|MR|Med\.?{SP}?Rec(?:ord)?|Medical{SP}Record|Hosp(?:ital)?|Chart|Patient{SP}ID|Pt{SP}ID|"
                   rf"CSN|Encounter")
@@ -699,6 +700,7 @@ def recognizers() -> list[EntityRecognizer]:
                     rf"(?!(?i:{NOT_FIRST_NAMES})\b){UP}{LO}{{2,}}(?:-{UP}{LO}+)?)(?![\p{{L}}'’])", 0.6),
         ]),
         *conversation_names(),
+        GazetteerNameRecognizer(),
         *clinical_identifiers(),
         *contact_numbers(),
         *places(),

@@ -112,10 +112,7 @@ def forward_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype | No
         return None
     if dtype == "bfloat16":
         return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return torch.bfloat16 if torch.backends.mkldnn.is_available() and native is not None and native() else None
+    return torch.bfloat16 if models.native_bf16(device) else None
 
 
 def hidden_batches(model, pairs: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int = BATCH,

@@ -1,27 +1,32 @@
-"""Forward passes at the assistant positions: bf16-autocast blocks, float32 hidden states; the
-head is left to the caller, so the (positions x vocabulary) logits can be built chunk by chunk."""
+"""Forward passes at the assistant positions: bf16-autocast blocks (where the hardware has native
+bf16), float32 hidden states; the head is left to the caller, so the (positions x vocabulary)
+logits can be built chunk by chunk."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from tasks import models
+
 EVAL_BATCH = 16  # examples per no-grad pass (held-out loss, generation, offline top-k)
 
 
-def autocast_bf16(device: torch.device, enabled: bool = True):
-    """bf16 autocast on the device's type (CUDA, else CPU)."""
-    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=enabled)
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on the device's type where it runs bf16 natively (models.native_bf16); a
+    no-op (float32) elsewhere, where emulated bf16 would be far slower."""
+    device = torch.device(device)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and models.native_bf16(device))
 
 
 def assistant_hidden(model, batch: dict[str, torch.Tensor], layers: tuple[int, ...] = ()):
     """Float32 hidden states `(N, H)` at the N positions that predict an assistant token, their
     gold tokens `(N,)`, task flags `(N,)`, and `{i: (N, H)}` of hidden_states[i] for `layers`.
 
-    The blocks run under bf16 autocast; the head is left to the caller (float32, chunked).
+    The blocks run under `autocast`; the head is left to the caller (float32, chunked).
     """
     device = batch["input_ids"].device
-    with autocast_bf16(device):
+    with autocast(device):
         out = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                output_hidden_states=bool(layers))
     predicts = batch["target_mask"][:, 1:].bool()  # position t predicts token t + 1

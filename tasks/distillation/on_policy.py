@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from tasks.distillation.examples import Example
-from tasks.distillation.forward import autocast_bf16
+from tasks.distillation.forward import autocast
 from tasks.params import Distill
 
 
@@ -23,7 +23,7 @@ def sample_continuations(student, examples: list[Example], params: Distill, pad_
     was_training = student.training
     student.eval()
     devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), autocast_bf16(device):  # seeded per step: resumable
+    with torch.random.fork_rng(devices=devices), autocast(device):  # seeded per step: resumable
         torch.manual_seed(seed)
         out = student.generate(input_ids=ids.to(device), attention_mask=attention.to(device), do_sample=True,
                                temperature=params.gkd_temperature, top_k=0, top_p=1.0,

@@ -22,7 +22,7 @@ ANSWER = "Answer:"  # where the answer tokens start, for answer_logprob
 class TransformersTeacher:
     kind = "transformers"
 
-    def __init__(self, spec: str, *, name: str | None = None, dtype: str = "bfloat16", batch_size: int = 32,
+    def __init__(self, spec: str, *, name: str | None = None, dtype: str = "auto", batch_size: int = 32,
                  max_batch_tokens: int | None = None):
         self.spec, self.name, self.dtype = spec, name or spec, dtype
         self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
@@ -30,6 +30,7 @@ class TransformersTeacher:
         self.tok = models.load_tokenizer(self.path)
         self.model = None
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.dtype = models.resolve_dtype(dtype, self.device)  # the concrete dtype: part of the cache key
 
     def fingerprint(self) -> str:
         return models.model_fingerprint(self.spec)
