@@ -16,7 +16,8 @@ batch_size, max_chars, n_process, canaries, canary_literals).
 Detection is Presidio's AnalyzerEngine (built once per process and domain) with Presidio's
 predefined recognizers plus the domain's (`Domain.recognizers`: names in clinical style, every
 date format, MRN / plan / account / NPI / DEA / licence / device / vehicle numbers, phones and
-pagers, streets, units, facilities, towns; see domains/healthcare/recognizers.py), batched
+pagers, streets, units, facilities, towns; see domains/healthcare/recognizers.py; names with no
+cue from given-name and surname gazetteers, domains/healthcare/gazetteer.py), batched
 through `BatchAnalyzerEngine` (spaCy `nlp.pipe`, NER only) and, from 1,000 records on, spread
 over `n_process` worker processes. Speed-ups that keep Presidio's results: context words are
 read from the text rather than from spaCy lemmas (`FastContextEnhancer`), libphonenumber runs
@@ -545,8 +546,10 @@ def select_spans(text: str, results: list[RecognizerResult], allow: frozenset[st
     leading title ("Dr. Foley" is a name even though "Foley" is allow-listed). Overlaps of one
     type merge, and so does an address part found by a pattern inside another ("25615" in
     "25615 Tawastintie 72"); an NER name or place cut short is completed (`_widen`); among different types a pattern match beats an NER guess, then the higher score,
-    then the longer span. Finally every other mention of a detected name in the record is added,
-    and the other items of a list holding one ("Kónya, Becker and Vasquez").
+    then the longer span (among NER and gazetteer guesses, the longer span first). Finally the rest
+    of each address block after a street line is added (`_address_tails`: unit, town, region code,
+    postcode), every other mention of a detected name in the record, and the other items of a list
+    holding one ("Kónya, Becker and Vasquez").
     """
     upper_text = is_upper_case(text)
     spans = []
@@ -603,12 +606,33 @@ def select_spans(text: str, results: list[RecognizerResult], allow: frozenset[st
         else:
             merged.append(s)
     chosen: list[Span] = []
-    for s in sorted(merged, key=lambda s: (s.pattern, s.score, s.end - s.start), reverse=True):
+    # patterns first (by score, then length); among NER and gazetteer guesses the longer span wins
+    for s in sorted(merged, key=lambda s: (s.pattern, s.score if s.pattern else 0, s.end - s.start, s.score),
+                    reverse=True):
         if all(s.end <= c.start or s.start >= c.end for c in chosen):
             chosen.append(s)
+    chosen += _address_tails(text, chosen)
     chosen += _other_mentions(text, chosen, allow)
     chosen += _list_mates(text, chosen, allow)
     return sorted(chosen, key=lambda s: s.start)
+
+
+def _address_tails(text: str, chosen: list[Span]) -> list[Span]:
+    """The rest of the address block after each street line (`address_tail`): units, town, region
+    code and postcode that no pattern found on their own."""
+    from domains.healthcare.addresses import address_tail  # built on the healthcare patterns
+
+    found, never = [], _common_words() | {w.lower() for w in STOP.split("|")}
+    for street in [c for c in chosen if c.entity == "STREET_ADDRESS"]:
+        for a, b, entity in address_tail(text, street.start, street.end, never):
+            covered = sorted((max(a, c.start), min(b, c.end)) for c in chosen + found if c.start < b and a < c.end)
+            at = a
+            for start, end in covered + [(b, b)]:  # the pieces no chosen span covers yet ("calgary" of
+                piece = re.search(r"\w(?:.*\w)?", text[at:start], re.S)  # "calgary alberta")
+                if piece:
+                    found.append(Span(at + piece.start(), at + piece.end(), entity, 0.5, True))
+                at = max(at, end)
+    return found
 
 
 _NAME_LIST = re.compile(r"(?:\b[^\W\d_][^\W\d_'’-]+(?:[-'’][^\W\d_]+)?,\s){1,8}"

@@ -456,3 +456,62 @@ def test_clinical_headers_and_chat_labels_are_not_speakers_or_places():
                                              "She", "Family", "Cardiology team", "foley",
                                              "Cool", "Okay", "Thanks")), (text, found)
         assert not [s for s in spans if s.entity == "PERSON"], (text, found)
+
+
+# Hand-written examples for the gazetteer names (domains/healthcare/gazetteer.py): no cue, only the word.
+@pytest.mark.parametrize("text, phi", [
+    ("Why was Torbjørn so quiet at lunch?", ["Torbjørn"]),  # a given name that is no English word
+    ("The grant went to Oyelaran and Lindqvist last year.", ["Oyelaran", "Lindqvist"]),  # a coordination
+    ("The founders were Okonkwo, Graves and Whitfield.", ["Okonkwo", "Graves", "Whitfield"]),  # an eponym among names
+    ("> Dagmar Hulsebosch\n> Procurement\n", ["Dagmar Hulsebosch"]),  # a given name and an unknown word
+    ("please follow up with ingeborg vesterhus next week.", ["ingeborg vesterhus"]),  # lower-case sentence
+    ("the kids are called maximilian, henrietta and ottokar.", ["maximilian", "henrietta", "ottokar"]),
+])
+def test_gazetteer_names_without_cues_are_found(text, phi):
+    assert_masked(text, phi)
+
+
+def test_gazetteer_leaves_words_eponyms_and_places_alone():
+    """English words that are also names ("Will", "Grace", "Brown"), eponyms and drugs alone, months,
+    countries, languages and greetings are no names without another name beside them."""
+    from domains.healthcare.gazetteer import GazetteerNameRecognizer
+
+    texts = ["Will continue lasix; Grace period for the copay ends in May.",
+             "Positive Murphy and Babinski signs. Started Keppra and Zosyn.",
+             "Travel to Jordan and Chad last month; speaks English and Norwegian.",
+             "Hi team, brown sputum noted. Sales of the clinic rose."]
+    recognizer = GazetteerNameRecognizer()
+    for text in texts:
+        assert [text[r.start:r.end] for r in recognizer.analyze(text, ["PERSON"])] == [], text
+
+
+def test_gazetteer_reads_no_upper_case_note():
+    from domains.healthcare.gazetteer import GazetteerNameRecognizer
+
+    assert GazetteerNameRecognizer().analyze("PT TORBJORN SEEN, LINDQVIST AT BEDSIDE.", ["PERSON"]) == []
+
+
+@pytest.mark.parametrize("text, phi", [
+    # the rest of an address block after its street line: unit, town, region code, postcode
+    ("Send it to 4410 Kallioportti 7 Apt. 31\nVESKIMÄE, nan 71520 by Friday.", ["Apt. 31", "VESKIMÄE", "71520"]),
+    ("The clinic is at 88 Brennweg 12 Suite 4, Oberwil, Baselland 4104.", ["Oberwil", "Baselland", "4104"]),
+    ("meet me at 12 sorte muldvej 3 apt. 9 gudhjem bornholm", ["apt. 9", "gudhjem bornholm"]),
+])
+def test_address_tails_are_found(text, phi):
+    assert_masked(text, phi)
+
+
+def test_address_tail_stops_at_note_text():
+    """After a street line the walk stops at note words, labels, months and sentence ends; a US state
+    and a country are walked past and stay."""
+    from domains.healthcare.addresses import address_tail
+
+    never = stage._common_words() | {w.lower() for w in stage.STOP.split("|")}
+    cases = [("4 Brennweg 12\nPlan: continue lasix.", []),
+             ("4 Brennweg 12, March 3 visit.", []),
+             ("4 Brennweg 12\nDenies chest pain.", []),
+             ("4 Brennweg 12, Tucson, AZ 85704. Pt stable.", ["Tucson", "85704"]),
+             ("4 Brennweg 12\nOberwil\nSwitzerland 4104\nSigned by team", ["Oberwil", "4104"])]
+    for text, parts in cases:
+        found = [text[a:b] for a, b, _ in address_tail(text, 0, len("4 Brennweg 12"), never)]
+        assert found == parts, (text, found)

@@ -16,7 +16,10 @@ the text (Safe Harbor allows them); they only serve as anchors here.
 
 from __future__ import annotations
 
+import functools
+
 import pycountry
+import regex
 from presidio_analyzer import Pattern
 
 from domains.healthcare.recognizers import NOT_TOWNS, SP, STATES, STREET_SUFFIXES, AnchoredRecognizer
@@ -76,11 +79,12 @@ def addresses() -> list[AnchoredRecognizer]:
     street_gate = (rf"\d(?<=(?:{STREET_ENDINGS}|{STREET_AFTER})\.?,?{SP}\d)|"
                    rf"(?<![\w])(?=[\p{{Lu}}uaplοολ]){STREET_BEFORE}{SP}\p{{L}}")
     town = rf"{WORD}(?:{SP}{WORD}){{0,3}}"
-    # a named place in running text: Title-case words, or one UPPER-CASE word in mixed-case text
-    # ("flew to STAXROITH on Monday"); never a state code ("travel to MA") or an upper-case note
+    # a named place in running text: Title-case words, or UPPER-CASE words in mixed-case text
+    # ("flew to STAXROITH on Monday", "University of BASHALL TOWN."); never a state code ("travel to
+    # MA") or an upper-case note
     place = (rf"(?-i:(?!{STATE_CODES}\b)(?:\p{{Lu}}[\p{{Ll}}'’\-][\p{{L}}'’\-]*(?:{SP}(?:{PLACE_PARTICLE}{SP})?"
              rf"\p{{Lu}}[\p{{Ll}}'’\-][\p{{L}}'’\-]*){{0,3}}|"
-             rf"\p{{Lu}}{{3,}}(?=[ \t]+\p{{Ll}}|[.,!?]|$)))")
+             rf"\p{{Lu}}{{3,}}(?:{SP}\p{{Lu}}{{2,}}){{0,3}}(?=[ \t]+\p{{Ll}}|[.,!?:;]|$)))")
     # a town before its postcode in running text ("in Bjert 6091", "in ÖVERTURINGEN 840 24"): Title-case
     # words or one UPPER-CASE word of four letters or more (not "NS 1000"), never a month or a room
     town_cap = (rf"(?-i:(?!(?:{NOT_PLACE_WORDS})\b)(?:\p{{Lu}}[\p{{Ll}}'’\-][\p{{L}}'’.\-]*|\p{{Lu}}{{4,}})"
@@ -185,3 +189,60 @@ def addresses() -> list[AnchoredRecognizer]:
                     rf"(?-i:\p{{Lu}}){WORD}(?:{SP}{WORD}){{0,3}}(?=[ \t]*(?:[.?!]|\n|$))", 0.5),
         ]),
     ]
+
+
+# -- the rest of an address block ------------------------------------------------------------
+
+_TAIL_SEP = regex.compile(rf"[ \t]*,[ \t]*(?:\n{LEAD}*)?|[ \t]*\n{LEAD}*(?:\n{LEAD}*)?(?:,[ \t]*)?|[ \t]+")
+_TAIL_UNIT = regex.compile(rf"(?i:apt|apartment|suite|ste|unit|flat)\.?[ \t]?#?[ \t]?\d{{1,5}}[a-z]?\b")
+_TAIL_POSTCODE = regex.compile(r"(?:\d{4,6}|\d{3}[ \t]\d{2}|\d{2}-\d{3}|(?-i:[A-Z]\d[A-Z][ \t]?\d[A-Z]\d|\d{4}[ \t]?[A-Z]{2}))"
+                               r"(?![\w/.:-]\w)")
+# a region code: capitals ("ON", "NS"), Faker's "nan", or one or two digits right above a postcode
+_TAIL_REGION = regex.compile(r"(?-i:[A-Z]{1,3}|nan)(?![\w'’])|\d{1,2}(?=[ \t]*\n[ \t]*\d{4})")
+# "∆" (the increment sign) stands for "Δ" in some Greek data
+_PLACE_WORD = r"(?:\p{Lu}\p{Ll}{0,2}\.|[\p{Lu}∆][\p{L}∆'’\-]*)"  # "St.", "SAINT-PRIEST" (a sentence's dot ends it)
+_TAIL_PLACE = regex.compile(rf"{_PLACE_WORD}(?:{SP}(?:{PLACE_PARTICLE}{SP})?{_PLACE_WORD}){{0,3}}(?:{SP}\([^)\n]{{1,30}}\))?")
+_TAIL_LOWER_PLACE = regex.compile(r"\p{Ll}[\p{Ll}'’\-]*(?:[ \t]\p{Ll}[\p{Ll}'’\-]*){0,3}(?=[ \t]*(?:[.,;?!]|\n|$))")
+_LINE_FILLED = regex.compile(r"[ \t,.]*(?:\n|$)|[ \t]*,?[ \t]*(?:(?-i:[A-Z]{1,3}|nan)[ \t]+)?\d{4,6}\b")
+_NOT_PLACE = regex.compile(rf"(?i:{NOT_PLACE_WORDS})\b")
+
+
+@functools.lru_cache(maxsize=1)
+def _kept_places():
+    """Countries and US states, whole: a tail walks past them without removing them (Safe Harbor)."""
+    return regex.compile(rf"(?i:{countries()}|{STATE_CODES})(?:{SP}\([^)\n]{{1,20}}\))?")
+
+
+def address_tail(text: str, start: int, end: int, never: frozenset[str]) -> list[tuple[int, int, str]]:
+    """The parts of an address block after its street line at `start:end`: units, town, region code,
+    postcode, each after a comma, a space or a line break ("… Apt. 108, Danmarkshavn, Greenlander
+    35940", "…\\nMOSS\\n, nan\\n 51971 for this card"). A town is capitalised words (or, in an address
+    typed in lower case, lower-case words up to the line's end); on a line of its own it must fill
+    the line or stand before its postcode. The walk stops at anything else: a word in `never`
+    (note words, clinical terms), a month, a label ("Plan:"), a sentence's end. Countries and US
+    states are walked past and kept. Returns (start, end, entity) per part."""
+    lower = not any(c.isupper() for c in text[start:end])
+    kept, parts, at = _kept_places(), [], end
+    for _ in range(8):
+        sep = _TAIL_SEP.match(text, at)
+        if not sep or sep.end() >= len(text):
+            break
+        p, own_line = sep.end(), "\n" in sep.group()
+        if m := _TAIL_UNIT.match(text, p):
+            parts.append((m.start(), m.end(), "STREET_ADDRESS"))
+        elif m := _TAIL_POSTCODE.match(text, p):
+            parts.append((m.start(), m.end(), "ZIP_CODE"))
+        elif (m := kept.match(text, p)) and not regex.match(r"[\w'’]", text[m.end():m.end() + 1]):
+            pass  # a country or a US state stays
+        elif (m := _TAIL_REGION.match(text, p)) and m.group().lower() not in never and \
+                regex.match(r"[ \t]*(?:[,.;?!)]|\n|$)|[ \t]*,?[ \t]*\n?[ \t]*\d{4}", text[m.end():m.end() + 12]):
+            parts.append((m.start(), m.end(), "LOCATION"))
+        elif (m := (_TAIL_LOWER_PLACE if lower else _TAIL_PLACE).match(text, p)) \
+                and not any(w.lower().strip(".") in never for w in m.group().split()) and not _NOT_PLACE.match(m.group()) \
+                and not text[m.end():m.end() + 1] == ":" and (not own_line or _LINE_FILLED.match(text, m.end())):
+            country = regex.search(rf"(?<=[ \t])(?:{countries()})$", m.group())  # "NUNGATTA Australia": the town only
+            parts.append((m.start(), m.start() + (country.start() if country else len(m.group())), "LOCATION"))
+        else:
+            break
+        at = m.end()
+    return parts

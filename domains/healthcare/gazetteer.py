@@ -14,7 +14,7 @@ nothing:
              a surname ("Maha Cazares", "Lina Artemova", "patricia desrosiers", "eric g. seiler");
   single     a gazetteer name that is no English word ("Natasja", "Živković", "cormac");
   list       coordinated single words ("Graves, Monjeau and Reed"), each a gazetteer name or
-             no English word, one of them a gazetteer name and one no English word.
+             no English word, one of them a gazetteer name (no clinical term), one no English word.
 Never a name: allow-listed clinical terms (`ALLOW`), note words (`STOP`), English stop words,
 months, weekdays, countries and US states (Safe Harbor keeps those).
 """
@@ -30,7 +30,8 @@ from pathlib import Path
 import regex
 from presidio_analyzer import EntityRecognizer, RecognizerResult
 
-_LATIN = re.compile(r"[A-Za-z\u00C0-\u024F'’-]+")  # the gazetteers' Latin-script entries (text is matched in any script)
+# the gazetteers' Latin-script entries (the text is matched in any script)
+_LATIN = re.compile(r"[A-Za-z\u00C0-\u024F'’-]+")
 
 
 @functools.lru_cache(maxsize=1)
@@ -102,6 +103,7 @@ def never_names() -> frozenset[str]:
     words |= {m.lower() for m in MONTHS} | {m[:3].lower() for m in MONTHS}
     words |= {d.lower() for d in ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")}
     words |= {t.lower() for t in NOT_TOWNS}
+    words |= {"hi", "hello", "hey", "dear", "bye", "thanks", "ok", "okay", "yes", "yeah", "sir", "madam"}  # "Hi Ana"
     words |= {n.lower() for c in pycountry.countries for n in (c.name, getattr(c, "common_name", c.name))}
     # the major languages ("English", "Norwegian"; not ISO 639-3's thousands, among them "Ari")
     words |= {lang.name.lower() for lang in pycountry.languages if hasattr(lang, "alpha_2") and " " not in lang.name}
@@ -112,15 +114,13 @@ _TOKEN = regex.compile(r"(?<![\p{L}\p{N}'’])\p{L}[\p{L}'’-]*(?<!['’-])")
 _GAP = regex.compile(r"[ \t](?:\p{L}\.?[ \t])?")  # one space, or an initial between ("eric g. seiler")
 _POSSESSIVE = re.compile(r"['’]s$", re.I)
 _CONTRACTION = re.compile(r"['’](?:m|re|ve|ll|d|t)$")  # "I'm", "they'll": no names
-# what ends a sentence or field before a word: its capital then tells nothing
-_SENTENCE_START = regex.compile(r"(?:^|[.!?:;\"“(>*•\n])[ \t]*$")
-_SENTENCE = regex.compile(r"[^\n.!?]+")
+_SENTENCE = regex.compile(r"(?:[^\n.!?]|(?<=(?<![\p{L}'’])\p{L})\.)+")  # an initial's dot ends no sentence
 
 
 class _Word:
-    __slots__ = ("start", "end", "key", "case", "first", "last", "common", "never", "allowed", "sentence_start")
+    __slots__ = ("start", "end", "key", "case", "first", "last", "common", "never", "allowed")
 
-    def __init__(self, text: str, m, gazetteer):
+    def __init__(self, m, gazetteer):
         first, last, common, never, allow = gazetteer
         word = _POSSESSIVE.sub("", m.group())
         self.start, self.end, self.key = m.start(), m.start() + len(word), word.lower()
@@ -131,7 +131,6 @@ class _Word:
         self.first = self.key in first and not self.never
         self.last = self.key in last and not self.never
         self.common = self.never or is_english_word(self.key, common)
-        self.sentence_start = bool(_SENTENCE_START.search(text, max(0, m.start() - 4), m.start()))
 
     @property
     def known(self) -> bool:
@@ -145,8 +144,8 @@ class _Word:
 class GazetteerNameRecognizer(EntityRecognizer):
     """PERSON spans from the given-name and surname gazetteers (see the module docstring)."""
 
-    # below spaCy's 0.55, so NER wins overlaps of two types; a list item above it, so that it, not spaCy's
-    # guess on the same word, survives Presidio's duplicate removal (the allow list drops spaCy's "Graves")
+    # Presidio keeps the higher score of two PERSON results on one span: spaCy's (0.55) over a single
+    # or a pair, a list item (0.56) over spaCy's, which the allow list would drop ("Graves")
     PAIR, SINGLE, LIST = 0.5, 0.45, 0.56
 
     def __init__(self):
@@ -169,8 +168,12 @@ class GazetteerNameRecognizer(EntityRecognizer):
         gazetteer, spans = self._gazetteer(), []
         for sentence in _SENTENCE.finditer(text):
             lower = not any(c.isupper() for c in sentence.group())
-            words = [_Word(text, m, gazetteer) for m in _TOKEN.finditer(text, sentence.start(), sentence.end())]
-            words = [w for w in words if len(w.key) > 1 and not w.never and (w.case == "title" or lower and w.case == "lower")]
+            words = [_Word(m, gazetteer) for m in _TOKEN.finditer(text, sentence.start(), sentence.end())]
+            for w1, w2 in zip(words, words[1:]):  # neither word of a two-word place ("Puerto Rico") is a name
+                if f"{w1.key} {w2.key}" in gazetteer[3] and text[w1.end:w2.start] == " ":
+                    w1.never = w2.never = True
+            words = [w for w in words if len(w.key) > 1 and not w.never
+                     and (w.case == "title" or lower and w.case == "lower")]
             spans += self._pairs(text, words) + self._singles(words, lower) + self._lists(text, words)
         return [RecognizerResult("PERSON", a, b, score, recognition_metadata={
             RecognizerResult.RECOGNIZER_NAME_KEY: self.name, RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id})
@@ -181,13 +184,14 @@ class GazetteerNameRecognizer(EntityRecognizer):
         out = []
         for w1, w2 in zip(words, words[1:]):
             gap = text[w1.end:w2.start]
-            if not _GAP.fullmatch(gap) or w1.never or w2.never or w1.allowed \
-                    or w2.allowed:
+            if not _GAP.fullmatch(gap) or w1.allowed or w1.case != w2.case:
                 continue
-            if gap.strip() and w1.case != w2.case:
+            given = w1.first and not w1.common  # "Tünde Hoffmann": an eponym after a given name is a surname
+            if w2.allowed and not given:
                 continue
-            if (w1.first and w2.last and not (w1.common and w2.common)) or (w1.first and not w1.common and not w2.common) \
-                    or (not w1.common and w2.last and not w2.common):
+            if (w1.first and w2.last and not (w1.common and w2.common)) or (given and not w2.common) \
+                    or (not w1.common and w2.last and not w2.common) \
+                    or (w1.first and w1.case == "title" and not w2.common):  # "Lina Artemova"
                 out.append((w1.start, w2.end, self.PAIR))
         return out
 
@@ -200,7 +204,8 @@ class GazetteerNameRecognizer(EntityRecognizer):
 
     def _lists(self, text: str, words: list[_Word]) -> list[tuple[int, int, float]]:
         """Coordinated single words ("A, B and C"), each a name or no English word, one of them a
-        gazetteer name, one no English word, one no clinical term (an eponym among names is a name)."""
+        gazetteer name that is no clinical term (an eponym among names is a name, "Marrero and
+        Murphy"; not "mwf and parkinson"), one no English word."""
         out, run = [], []
         for w in words + [None]:
             if w is not None and run and w.case == run[-1].case \
@@ -208,8 +213,8 @@ class GazetteerNameRecognizer(EntityRecognizer):
                 run.append(w)
                 continue
             if len(run) >= 2 and regex.search(r"and|&", text[run[-2].end:run[-1].start]) \
-                    and all(x.known or not x.common for x in run) and any(x.known for x in run) \
-                    and any(not x.common for x in run) and not all(x.allowed for x in run):
+                    and all(x.known or not x.common for x in run) and any(x.known and not x.allowed for x in run) \
+                    and any(not x.common for x in run):
                 out += [(x.start, x.end, self.LIST) for x in run]
             run = [w] if w is not None else []
         return out

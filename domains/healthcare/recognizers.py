@@ -77,7 +77,7 @@ Epley Dix-Hallpike Gram Wernicke Korsakoff Tourette Huntington Raynaud Sjogren K
 Leiden Vitamin Level Zenker Mallory-Weiss Charcot Virchow Eliquis Keppra Zosyn Lopressor Coumadin Xarelto Lasix Norco Percocet Dilaudid
 UOP Brief Course Bedside Telehealth Lic Harvard Pilgrim Walgreens CVS Smoker Continue Ambulated Repositioned BS Tufts MassHealth Aetna
 Bactrim Flagyl Cipro Levaquin Augmentin Keflex Ativan Haldol Seroquel Zyprexa Ambien Protonix Zofran Tylenol Motrin
-Apt Suite Ste
+Apt Suite Ste BIBA BIBEMS cath
 """.split())
 
 def _split_lookbehind(pattern: str) -> tuple[str, str] | None:
