@@ -60,7 +60,8 @@ trained with the student (not saved with it).
 Memory: the head projection and every loss run in float32, outside autocast, over chunks of
 `chunk_size` assistant positions (losses.chunked_head_loss): the (positions x vocabulary)
 logits of the whole batch never exist at once. Forward passes run under bf16 autocast where the
-device has native bf16 (CUDA, AVX512-BF16/AMX CPUs), in float32 elsewhere (forward.autocast). AdamW, linear warmup then decay, grad-norm clip 1.0. Each step draws
+device has native bf16 (CUDA, AVX512-BF16/AMX CPUs), in float32 elsewhere (forward.autocast).
+AdamW, linear warmup then decay, grad-norm clip 1.0. Each step draws
 half its batch from each task's pool (shuffled passes, seeded per pass).
 
 Checkpoints: every `checkpoint_every` steps the student's trainable weights, optimizer,
@@ -303,7 +304,7 @@ def main(domain: str, params: Params, root: Path) -> dict:
         return summary  # one writer under `accelerate launch`
 
     student_dir = out / "student"
-    result["student"].save_pretrained(student_dir)
+    result["student"].to(torch.bfloat16).save_pretrained(student_dir)  # bf16 on disk whatever the compute dtype
     result["tokenizer"].save_pretrained(student_dir)
     write_json(student_dir / "stillhouse.json", {
         "prompt_format": TAGS[LABEL] + "<question>",

@@ -24,7 +24,7 @@ class TransformersTeacher:
 
     def __init__(self, spec: str, *, name: str | None = None, dtype: str = "auto", batch_size: int = 32,
                  max_batch_tokens: int | None = None):
-        self.spec, self.name, self.dtype = spec, name or spec, dtype
+        self.spec, self.name = spec, name or spec
         self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
         self.path = models.resolve_model(spec)  # GGUF: converted once, later runs find the folder
         self.tok = models.load_tokenizer(self.path)
