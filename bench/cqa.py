@@ -418,10 +418,10 @@ def drawn(pools: dict[str, list[Example]], params) -> list[list[int]]:
     """The token sequences `tasks.distill.train` will draw for these pools and params (its
     Draws order and per-step split), to put into the cache before training."""
     from tasks.distillation.examples import Draws
+    from tasks.distillation.trainer import step_split
 
-    has_rationale = bool(pools[RATIONALE]) and params.rationale_weight > 0
-    n_label = max(1, -(-params.batch_size // 2)) if has_rationale else params.batch_size
-    counts = {LABEL: n_label * params.steps, RATIONALE: (params.batch_size - n_label) * params.steps if has_rationale else 0}
+    n_label, n_rationale = step_split(params.batch_size, bool(pools[RATIONALE]) and params.rationale_weight > 0)
+    counts = {LABEL: n_label * params.steps, RATIONALE: n_rationale * params.steps}
     seqs = []
     for task, n in counts.items():
         draws = Draws(len(pools[task]), params.seed, task) if n else None
@@ -527,7 +527,8 @@ def warm() -> None:
         for s in tqdm(range(0, len(part), 512), desc=f"warm {'test' if packed else 'train'}", unit="x512"):
             keys = part[s : s + 512]
             kit.bottom_states([seqs[k][0] for k in keys], [seqs[k][1] for k in keys] if packed else None)
-            kit.save_cache()  # a cut-off warm keeps what it encoded
+            if s % 2048 == 0 or s + 512 >= len(part):
+                kit.save_cache()  # a cut-off warm keeps most of what it encoded; not every chunk (the file grows)
     print(f"warm: shard {i}/{n} done, {kit.encoded_tokens} tokens in {kit.encode_seconds:.0f} s; load {loadavg()}")
 
 

@@ -546,10 +546,11 @@ def select_spans(text: str, results: list[RecognizerResult], allow: frozenset[st
     leading title ("Dr. Foley" is a name even though "Foley" is allow-listed). Overlaps of one
     type merge, and so does an address part found by a pattern inside another ("25615" in
     "25615 Tawastintie 72"); an NER name or place cut short is completed (`_widen`); among different types a pattern match beats an NER guess, then the higher score,
-    then the longer span (among NER and gazetteer guesses, the longer span first). Finally the rest
-    of each address block after a street line is added (`_address_tails`: unit, town, region code,
-    postcode), every other mention of a detected name in the record, and the other items of a list
-    holding one ("Kónya, Becker and Vasquez").
+    then the longer span (among NER and gazetteer guesses, the longer span first). A place that stops
+    inside a word runs to its end (`_to_word_end`). Finally the rest of each address block around a
+    street line is added (`_address_tails`: unit, town, region code, postcode after it; a postcode,
+    crossing street or building name before it), every other mention of a detected name in the
+    record, and the other items of a list holding one ("Kónya, Becker and Vasquez").
     """
     upper_text = is_upper_case(text)
     spans = []
@@ -611,20 +612,38 @@ def select_spans(text: str, results: list[RecognizerResult], allow: frozenset[st
                     reverse=True):
         if all(s.end <= c.start or s.start >= c.end for c in chosen):
             chosen.append(s)
+    chosen = [_to_word_end(text, s, chosen) for s in chosen]
     chosen += _address_tails(text, chosen)
     chosen += _other_mentions(text, chosen, allow)
     chosen += _list_mates(text, chosen, allow)
     return sorted(chosen, key=lambda s: s.start)
 
 
+_WORD_REST = re.compile(r"(?:∆|[^\W\d_])+")
+
+
+def _to_word_end(text: str, span: Span, chosen: list[Span]) -> Span:
+    """A place found by pattern that stops inside a word runs to the word's end: Greek data writes
+    "Δ" as the increment sign "∆", which no letter class holds ("ΚΑΤΩ ΠΟΛΕΜΙ∆ΙΑ")."""
+    if span.entity not in _ADDRESS_PARTS or not span.pattern or text[span.end:span.end + 1] != "∆" \
+            or not text[span.end - 1:span.end].isalpha():
+        return span
+    end = _WORD_REST.match(text, span.end).end()
+    if any(c.start < end and span.end <= c.start for c in chosen):
+        return span
+    return Span(span.start, end, span.entity, span.score, span.pattern)
+
+
 def _address_tails(text: str, chosen: list[Span]) -> list[Span]:
-    """The rest of the address block after each street line (`address_tail`): units, town, region
-    code and postcode that no pattern found on their own."""
-    from domains.healthcare.addresses import address_tail  # built on the healthcare patterns
+    """The rest of the address block around each street line (`address_tail`: units, town, region
+    code and postcode after it; `address_head`: a postcode, a crossing street or a building name
+    before it on its line) that no pattern found on its own."""
+    from domains.healthcare.addresses import address_head, address_tail  # built on the healthcare patterns
 
     found, never = [], _common_words() | {w.lower() for w in STOP.split("|")}
     for street in [c for c in chosen if c.entity == "STREET_ADDRESS"]:
-        for a, b, entity in address_tail(text, street.start, street.end, never):
+        parts = address_head(text, street.start, never) + address_tail(text, street.start, street.end, never)
+        for a, b, entity in parts:
             covered = sorted((max(a, c.start), min(b, c.end)) for c in chosen + found if c.start < b and a < c.end)
             at = a
             for start, end in covered + [(b, b)]:  # the pieces no chosen span covers yet ("calgary" of

@@ -65,8 +65,12 @@ def resolve_model(spec: str) -> str:
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)  # atomic: a concurrent or killed conversion never leaves half a folder
+    if target.exists() and not (target / "config.json").is_file():
+        shutil.rmtree(target, ignore_errors=True)  # not ours to keep: no complete conversion there
+    try:
+        os.replace(tmp, target)  # atomic: a concurrent or killed conversion never leaves half a folder
+    except OSError:  # a concurrent process got there first; its folder is complete, and in use
+        shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
 
 

@@ -510,8 +510,77 @@ def test_address_tail_stops_at_note_text():
     cases = [("4 Brennweg 12\nPlan: continue lasix.", []),
              ("4 Brennweg 12, March 3 visit.", []),
              ("4 Brennweg 12\nDenies chest pain.", []),
-             ("4 Brennweg 12, Tucson, AZ 85704. Pt stable.", ["Tucson", "85704"]),
+             ("4 Brennweg 12, Oberwil, FAX 603-531-0061.", ["Oberwil"]),
              ("4 Brennweg 12\nOberwil\nSwitzerland 4104\nSigned by team", ["Oberwil", "4104"])]
     for text, parts in cases:
         found = [text[a:b] for a, b, _ in address_tail(text, 0, len("4 Brennweg 12"), never)]
         assert found == parts, (text, found)
+    # a US state code stays after a US-style street line; after a street line in another country's
+    # format ("Brennweg 12", "Via Solferino 8") the same letters are that country's region code
+    for text, street, parts in [("48 Elm Street, Tucson, AZ 85704. Pt stable.", "48 Elm Street", ["Tucson", "85704"]),
+                                ("86 VALERIE TRAIL APT. 123, FALL RIVER, TX 75335.", "86 VALERIE TRAIL APT. 123",
+                                 ["FALL RIVER", "75335"]),
+                                ("4 Brennweg 12, Tucson, AZ 85704. Pt stable.", "4 Brennweg 12", ["Tucson", "AZ", "85704"]),
+                                ("20154 Via Solferino 8\nMILANO, MI 20121", "20154 Via Solferino 8",
+                                 ["MILANO", "MI", "20121"])]:
+        found = [text[a:b] for a, b, _ in address_tail(text, 0, len(street), never)]
+        assert found == parts, (text, found)
+
+
+# Hand-written examples for the address rules added for issue 4 (not from presidio_synth).
+@pytest.mark.parametrize("text, phi", [
+    # the house number before the street type (French, Portuguese formats), maybe after a postcode
+    ("Send the forms to 14 rue des Tanneurs, Lyon.", ["14 rue des Tanneurs", "Lyon"]),
+    ("Post: 1200 8 Avenue du Parc Apt. 3\nSAINT-LÔ\nFrance 50000", ["1200 8 Avenue du Parc", "Apt. 3", "SAINT-LÔ", "50000"]),
+    # postcode, street, house number, then "St."; a British street type
+    ("The shuttle stops at 4410 Kallioportti 7 St.", ["4410 Kallioportti 7"]),
+    ("Her flat is 119 Countess Close, Seatoun.", ["119 Countess Close", "Seatoun"]),
+    # a street line with no street type: after a unit, or above a town, a region line and a postcode
+    ("Attn: Lars Hovde Apt. 12 5003 Bakkestien 4\nVOSS nan 571 23", ["5003 Bakkestien 4", "VOSS", "571 23"]),
+    ("Address: 2210 Vilsund 14\nHolstebro\n, 82\n 7500", ["2210 Vilsund 14", "Holstebro", "82", "7500"]),
+    # what stands before a street line: a crossing street, a postcode, a building name
+    ("The café is at Linnea and Søndergade 52.", ["Linnea and Søndergade 52"]),
+    ("Mail to 8820 412 Harbour Road, Kinsale.", ["8820 412 Harbour Road", "Kinsale"]),
+    ("Kestrel Ltd\n\nWindhaven 14 Marsh Road\n Suite 3", ["Windhaven 14 Marsh Road", "Suite 3"]),
+    # lower-case and Greek street lines, Hungarian street types after lower-case words
+    ("send it to 4521 kotkankatu 12, oulu", ["4521 kotkankatu 12", "oulu"]),
+    ("send to 4410 kallioportti 7 apt. 3\nveskimäe, ta 71520", ["kallioportti 7", "apt. 3", "veskimäe", "ta", "71520"]),
+    ("The office is on petőfi utca 12.", ["petőfi utca 12"]),
+    ("The shop is on Λεωφόρος Αλεξάνδρας 45.", ["Λεωφόρος Αλεξάνδρας 45"]),
+    # corners, "lives on", "Where:", destinations, lower-case cues
+    ("meet at the corner of brennweg 12 and linden lane", ["brennweg 12 and linden lane"]),
+    ("Meet me at the corner of Larkin 40 St. and Polk St.", ["Larkin 40 St. and Polk St"]),
+    ("He lives on the south side of Hollinger Weald 12.", ["Hollinger Weald 12"]),
+    ("When: Sat 14:00\nWhere: Brightwater Golf Club", ["Brightwater"]),
+    ("when: 14:00\nwhere: brightwater golf club", ["brightwater"]),
+    ("He was flown back to TROMSØ by air ambulance.", ["TROMSØ"]),
+    ("we flew to reykjavik on monday.", ["reykjavik"]),
+    ("she studies at the university of tartu.", ["tartu"]),
+    ("mail it to uscgc healy\nfpo ap 96698", ["uscgc healy", "fpo ap 96698"]),
+    # block tails: Dutch and Canadian postcodes, a region code that is also a word, a three-digit
+    # postcode, the town before its region code, a second house number, "∆" for "Δ"
+    ("Postcode: 1011 AB", ["1011 AB"]),
+    ("2437 Elm Street Suite 4\n   Truro\n    NS\n    B2N 1A1", ["Truro", "NS", "B2N 1A1"]),
+    ("Ship to 12 Rua Augusta 40\nRecife\n, PE\n Brazil 50030", ["Rua Augusta 40", "Recife", "PE", "50030"]),
+    ("Eyrarvegur 5 Apt. 2\n Selfoss\n nan\n 800", ["Selfoss", "800"]),
+    ("I once lived at 14 Kauppakatu 3 Apt. 7 KUOPIO NO. Now I rent.", ["Kauppakatu 3", "Apt. 7", "KUOPIO", "NO"]),
+    ("Ship to 1233 Via Emilia 41 12 Suite 3\nModena", ["Via Emilia 41 12", "Suite 3", "Modena"]),
+    ("She is originally from ΠΑΝΩ ΠΟΛΕΜΙ∆ΙΑ, she said.", ["ΠΑΝΩ ΠΟΛΕΜΙ∆ΙΑ"]),
+])
+def test_more_address_formats_are_found(text, phi):
+    assert_masked(text, phi)
+
+
+def test_address_cues_leave_clinical_text_alone():
+    """Near misses of the rules above: "3 avenues", "a close eye", "ST depression", "to work by train",
+    "flew to the coast", "the corner of her mouth and lip, 2 cm", drugs and doses after "and", a
+    template's "Where:" line, "to ICU by helicopter"; US state codes and a fax number after a US street."""
+    texts = ["Discussed 3 avenues of treatment. Keep a close eye on the wound. ST depression 1 mm in V4.",
+             "Went to work by train; returned to baseline by evening. She flew to the coast.",
+             "Lesion at the corner of her mouth and lip, 2 cm. Continue Metoprolol and Lisinopril 10.",
+             "Onset: 2 days ago\nWhere: lower back, radiating to left leg. Transferred to ICU by helicopter."]
+    for text, spans in zip(texts, stage.detect(get_domain("healthcare"), texts, Deidentify(n_process=1))):
+        assert [text[s.start:s.end] for s in spans] == [], text
+    text = "LIVES WITH SON AT 86 VALERIE TRAIL APT. 123, FALL RIVER, TX 75335. FAX 603-531-0061."
+    spans = next(stage.detect(get_domain("healthcare"), [text], Deidentify(n_process=1)))
+    assert {"TX", "FAX"}.isdisjoint(text[s.start:s.end] for s in spans), spans

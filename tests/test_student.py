@@ -217,3 +217,23 @@ def test_auto_dtype_follows_native_bf16(tiny_path, monkeypatch):
     assert models.resolve_dtype("float32", "cpu") == "float32"
     with pytest.raises(ValueError, match="dtype"):
         models.resolve_dtype("fp8", "cpu")
+
+
+def test_concurrent_gguf_conversions_all_get_a_complete_folder(tmp_path):
+    """Two processes converting the same GGUF at once (two warm shards, two flow workers) both
+    load the result: the loser of the race keeps the winner's folder instead of deleting it."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, TINY_TEACHER
+
+    code = ("import sys; from tasks import models; p = models.resolve_model(sys.argv[1]); "
+            "models.load_causal_lm(p, 'float32', 'cpu'); print(p)")
+    env = {**__import__("os").environ, "STILLHOUSE_CACHE": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", code, TINY_TEACHER], env=env, cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    paths = {out.strip().splitlines()[-1] for out, _ in outs}
+    assert len(paths) == 1 and (Path(paths.pop()) / "config.json").is_file()
+    assert not list((tmp_path / "models").glob("*.tmp*"))  # no orphaned partial conversions

@@ -46,6 +46,15 @@ def _check(params: Distill, teacher, pools: dict[str, list[Example]], student) -
             raise ValueError(f"distill: student vocabulary {vs} != teacher's {vt}; token-level KD needs one tokenizer")
 
 
+def step_split(batch_size: int, has_rationale: bool) -> tuple[int, int]:
+    """Label and rationale examples per step: half and half in the multi-task step (Hsieh et al.,
+    2023, Sec. 3.2), all label examples without rationales."""
+    if not has_rationale:
+        return batch_size, 0
+    n_label = max(1, math.ceil(batch_size / 2))
+    return n_label, max(1, batch_size - n_label)
+
+
 def train(student, teacher, pools: dict[str, list[Example]], params: Distill, pad_id: int, *,
           eval_pools: dict[str, list[Example]] | None = None, checkpoint_dir: str | Path | None = None,
           progress: bool = True) -> list[dict]:
@@ -65,8 +74,7 @@ def train(student, teacher, pools: dict[str, list[Example]], params: Distill, pa
     torch.manual_seed(params.seed)
     has_rationale = bool(pools[RATIONALE]) and params.rationale_weight > 0
     weights = task_weights(params, has_rationale)
-    n_label = max(1, math.ceil(params.batch_size / 2)) if has_rationale else params.batch_size
-    n_rationale = max(1, params.batch_size - n_label) if has_rationale else 0
+    n_label, n_rationale = step_split(params.batch_size, has_rationale)
     draws = {task: Draws(len(pools[task]), params.seed, task) for task in TASKS}
     eos_id = pools[LABEL][0].target_ids[-1]  # every target ends with the end-of-turn token (make_example)
 
