@@ -117,20 +117,27 @@ _CONTRACTION = re.compile(r"['’](?:m|re|ve|ll|d|t)$")  # "I'm", "they'll": no 
 _SENTENCE = regex.compile(r"(?:[^\n.!?]|(?<=(?<![\p{L}'’])\p{L})\.)+")  # an initial's dot ends no sentence
 
 
+@functools.lru_cache(maxsize=65_536)  # notes repeat their words; the lookups are per word, not per place
+def _word_facts(token: str) -> tuple[int, str, str, bool, bool, bool, bool, bool]:
+    """(length without a possessive, key, case, never, allowed, first, last, common) of a token."""
+    first, last, common, never, allow = GazetteerNameRecognizer._gazetteer()
+    word = _POSSESSIVE.sub("", token)
+    key = word.lower()
+    case = "lower" if word.islower() else "title" if word[0].isupper() and not word.isupper() else \
+        "upper" if word.isupper() else "mixed"
+    is_never = key in never or bool(_CONTRACTION.search(key))
+    allowed = key in allow  # a clinical term; an eponym ("Graves") may still be a name in a list
+    return (len(word), key, case, is_never, allowed, key in first and not is_never, key in last and not is_never,
+            is_never or is_english_word(key, common))
+
+
 class _Word:
     __slots__ = ("start", "end", "key", "case", "first", "last", "common", "never", "allowed")
 
-    def __init__(self, m, gazetteer):
-        first, last, common, never, allow = gazetteer
-        word = _POSSESSIVE.sub("", m.group())
-        self.start, self.end, self.key = m.start(), m.start() + len(word), word.lower()
-        self.case = "lower" if word.islower() else "title" if word[0].isupper() and not word.isupper() else \
-            "upper" if word.isupper() else "mixed"
-        self.never = self.key in never or bool(_CONTRACTION.search(self.key))
-        self.allowed = self.key in allow  # a clinical term; an eponym ("Graves") may still be a name in a list
-        self.first = self.key in first and not self.never
-        self.last = self.key in last and not self.never
-        self.common = self.never or is_english_word(self.key, common)
+    def __init__(self, m):
+        self.start = m.start()
+        length, self.key, self.case, self.never, self.allowed, self.first, self.last, self.common = _word_facts(m.group())
+        self.end = self.start + length
 
     @property
     def known(self) -> bool:
@@ -162,13 +169,12 @@ class GazetteerNameRecognizer(EntityRecognizer):
         return first_names(), surnames(), english_words(), never_names(), ALLOW
 
     def analyze(self, text, entities, nlp_artifacts=None):
-        letters = [c for c in text if c.isalpha()]
-        if sum(c.isupper() for c in letters) > 0.8 * max(len(letters), 1):
+        if sum(map(str.isupper, text)) > 0.8 * max(sum(map(str.isalpha, text)), 1):
             return []  # an UPPER-CASE note: names come from the anchored patterns
         gazetteer, spans = self._gazetteer(), []
         for sentence in _SENTENCE.finditer(text):
             lower = not any(c.isupper() for c in sentence.group())
-            words = [_Word(m, gazetteer) for m in _TOKEN.finditer(text, sentence.start(), sentence.end())]
+            words = [_Word(m) for m in _TOKEN.finditer(text, sentence.start(), sentence.end())]
             for w1, w2 in zip(words, words[1:]):  # neither word of a two-word place ("Puerto Rico") is a name
                 if f"{w1.key} {w2.key}" in gazetteer[3] and text[w1.end:w2.start] == " ":
                     w1.never = w2.never = True
