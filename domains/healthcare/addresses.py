@@ -27,7 +27,7 @@ import pycountry
 import regex
 from presidio_analyzer import Pattern
 
-from domains.healthcare.recognizers import NOT_TOWNS, SP, STATES, STREET_SUFFIXES, AnchoredRecognizer
+from domains.healthcare.recognizers import NOT_TOWNS, SP, STATES, STREET_SUFFIXES, AnchoredRecognizer, case_counts
 
 # Street types written before the name (Romance, Slavic, Greek formats): "Via Tasso 129". Case
 # matters: "place pt on 2L" is an order, "Place Bellecour 2" an address.
@@ -318,7 +318,8 @@ def _region(text: str, p: int, never: frozenset[str], lower: bool, own_line: boo
     small = m.group().islower() and m.group() != "nan"  # only before its postcode
     if m.group().lower() not in never:
         return m if postcode or line_end and not small else None
-    if not m.group().isupper() or sum(c.isupper() for c in text) > 0.5 * sum(c.isalpha() for c in text):
+    upper, letters = case_counts(text)
+    if not m.group().isupper() or upper > 0.5 * letters:
         return None  # an upper-case note is full of such words
     return m if postcode or line_end and not own_line else None
 

@@ -30,6 +30,8 @@ from pathlib import Path
 import regex
 from presidio_analyzer import EntityRecognizer, RecognizerResult
 
+from domains.healthcare.recognizers import is_upper_case
+
 # the gazetteers' Latin-script entries (the text is matched in any script)
 _LATIN = re.compile(r"[A-Za-z\u00C0-\u024F'’-]+")
 
@@ -169,7 +171,7 @@ class GazetteerNameRecognizer(EntityRecognizer):
         return first_names(), surnames(), english_words(), never_names(), ALLOW
 
     def analyze(self, text, entities, nlp_artifacts=None):
-        if sum(map(str.isupper, text)) > 0.8 * max(sum(map(str.isalpha, text)), 1):
+        if is_upper_case(text):
             return []  # an UPPER-CASE note: names come from the anchored patterns
         gazetteer, spans = self._gazetteer(), []
         for sentence in _SENTENCE.finditer(text):

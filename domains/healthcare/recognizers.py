@@ -22,6 +22,7 @@ The `regex` module that Presidio uses accepts variable-length look-behind, which
 
 from __future__ import annotations
 
+import functools
 import re
 
 import regex
@@ -79,6 +80,18 @@ UOP Brief Course Bedside Telehealth Lic Harvard Pilgrim Walgreens CVS Smoker Con
 Bactrim Flagyl Cipro Levaquin Augmentin Keflex Ativan Haldol Seroquel Zyprexa Ambien Protonix Zofran Tylenol Motrin
 Apt Suite Ste BIBA BIBEMS cath
 """.split())
+
+@functools.lru_cache(maxsize=256)  # asked of each note by several recognizers and by span selection
+def case_counts(text: str) -> tuple[int, int]:
+    """(capital letters, letters) of a text."""
+    return sum(map(str.isupper, text)), sum(map(str.isalpha, text))
+
+
+def is_upper_case(text: str) -> bool:
+    """An UPPER-CASE note (nursing style): over 80% of its letters are capitals."""
+    upper, letters = case_counts(text)
+    return upper > 0.8 * max(letters, 1)
+
 
 def _split_lookbehind(pattern: str) -> tuple[str, str] | None:
     """`(?<=ANCHOR)VALUE` -> (ANCHOR, VALUE); None for a pattern that does not start so."""
