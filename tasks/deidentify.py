@@ -22,10 +22,12 @@ through `BatchAnalyzerEngine` (spaCy `nlp.pipe`, NER only) and, from 1,000 recor
 over `n_process` worker processes. Speed-ups that keep Presidio's results: context words are
 read from the text rather than from spaCy lemmas (`FastContextEnhancer`), libphonenumber runs
 only on digit runs (`CandidatePhoneRecognizer`), look-behind patterns run anchor first
-(`AnchoredRecognizer`), NlpArtifacts carry entities without per-token lemma lists. Measured
-(bench/README.md): 36.7 notes/s in one process, 75.4 with two, 4.9x Presidio's default loop. `select_spans` then decides what is replaced. Left alone: allow-listed
-terms (`ALLOW`: SOB, HTN, drug names, eponyms, which spaCy's small model tags as people or
-places), NER guesses that cannot be names, NER guesses on UPPER-CASE notes (where spaCy tags
+(`AnchoredRecognizer`), NlpArtifacts carry entities without per-token lemma lists; and NER
+reads only the sentences that may name someone (`ner_segments`). Measured (bench/README.md): about 70
+notes/s in one process, 135 with two, 6.5x Presidio's default loop.
+
+`select_spans` then decides what is replaced. Left alone: allow-listed terms (`ALLOW`: SOB,
+HTN, drug names, eponyms, which spaCy's small model tags as people or places), NER guesses that cannot be names, NER guesses on UPPER-CASE notes (where spaCy tags
 verbs), DATE_TIME spans without a date element (years, times, durations: Safe Harbor keeps
 them), and the losers of overlaps (anchored patterns outrank NER, then score, then length).
 Added: every other mention of a detected name in the record, and in every record of the same
@@ -232,11 +234,14 @@ class FastContextEnhancer(LemmaContextAwareEnhancer):
 
 
 # Where spaCy's NER is worth running: a sentence or line with a capitalised word (letters in lower
-# case too, so not an abbreviation) that is neither a stop word nor an allowed clinical term.
+# case too, so not an abbreviation) that is neither a stop word nor an allowed clinical term, holds
+# no digit ("SpO2", "HbA1c") and, first in its sentence or after a colon, is not an English word
+# that no gazetteer lists as a name ("Discharged home.", "Plan: Continue"; "Smith called" stays).
 # Elsewhere the small model finds no PERSON or place in mixed-case text that `select_spans` keeps.
 _SENTENCE = re.compile(r"[^\n]+?(?:(?<![A-Z][a-z])(?<!\b[A-Za-z])[.!?](?=\s)|$)", re.M)
-_CAPITALISED = re.compile(r"(?<![\w'])[A-Z\u00C0-\u00DE\u0100-\u024F\u0391-\u03A9\u0410-\u042F]"
-                          r"[\w'\-]*[a-z\u00DF-\u00FF\u0101-\u024F\u03AC-\u03CE\u0430-\u044F]")
+_CAPITALISED = re.compile(r"(?<![\w'’])[A-Z\u00C0-\u00DE\u0100-\u024F\u0391-\u03A9\u0410-\u042F][\w'’\-]*")
+_LOWER = re.compile(r"[a-z\u00DF-\u00FF\u0101-\u024F\u03AC-\u03CE\u0430-\u044F]")
+_OPENING = re.compile(r"(?:^|:\s+)[^A-Za-z\u00C0-\u024F\u0391-\u03CE\u0410-\u044F]*")  # ends where a sentence's words start
 
 
 @functools.lru_cache(maxsize=1)
@@ -247,11 +252,26 @@ def _common_words() -> frozenset[str]:
     return frozenset(w.lower() for w in STOP_WORDS) | ALLOW
 
 
+@functools.lru_cache(maxsize=65_536)
+def _may_name(word: str, opening: bool) -> bool:
+    """Whether a capitalised word could start a name or place that NER should look at."""
+    from domains.healthcare.gazetteer import english_words, first_names, is_english_word, surnames
+
+    key = re.sub(r"['’]s$", "", word).lower()
+    if not _LOWER.search(word) or key in _common_words() or any(c.isdigit() for c in word):
+        return False
+    return not opening or key in first_names() or key in surnames() or not is_english_word(key, english_words())
+
+
 def ner_segments(text: str) -> list[tuple[int, int]]:
     """(start, end) of the sentences or lines of `text` that may hold a name or place for NER."""
-    common = _common_words()
-    return [m.span() for m in _SENTENCE.finditer(text)
-            if any(w.group().lower() not in common for w in _CAPITALISED.finditer(m.group()))]
+    segments = []
+    for m in _SENTENCE.finditer(text):
+        sentence = m.group()
+        openings = {o.end() for o in _OPENING.finditer(sentence)}
+        if any(_may_name(w.group(), w.start() in openings) for w in _CAPITALISED.finditer(sentence)):
+            segments.append(m.span())
+    return segments
 
 
 @dataclass(slots=True)
@@ -278,9 +298,9 @@ class _NerOnMixedCase:
     UPPER-CASE notes (nursing style) get no NER: spaCy's small model reads case, tags
     their verbs and nouns as people, and `select_spans` drops those guesses anyway (names there
     come from the patterns, anchored on roles and labels). In mixed-case notes NER reads only
-    the sentences `ner_segments` picks (about a third of a clinical note) and its entities are
-    placed back on the whole note: spaCy's NER looks a few tokens around each word, so a
-    sentence on its own gets the same entities as in its note.
+    the sentences `ner_segments` picks (37% of their characters in the bench's clinical notes)
+    and its entities are placed back on the whole note: spaCy's NER looks a few tokens around
+    each word, so a sentence on its own gets the same entities as in its note.
     """
 
     MEMO = 20_000  # sentences whose entities are remembered (in memory only, per process)

