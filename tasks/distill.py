@@ -96,6 +96,7 @@ import copy
 import csv
 import hashlib
 import json
+import random
 import resource
 import time
 from pathlib import Path
@@ -122,7 +123,8 @@ from tasks.distillation.forward import EVAL_BATCH
 from tasks.distillation.trainer import HISTORY_FIELDS, heldout_loss, train
 from tasks.params import Distill, Params, stage_dir
 from tasks.records import read_jsonl, write_json, write_jsonl
-from tasks.student import finalize_student, init_student, kept_layers, select_layers  # noqa: F401 (API)
+from tasks.student import (  # noqa: F401 (API)
+    finalize_student, init_student, kept_layers, perplexity_layers, select_layers)
 
 PARAMS = ("distill", "synthesize.teacher")  # the params.yaml keys this stage reads (dvc.yaml too)
 EVAL_FIELDS = ("step", "split", "loss", "ppl", "label_loss", "rationale_loss")  # eval.csv columns
@@ -190,8 +192,15 @@ def run(
         raise ValueError("distill: no training rows")
 
     teacher = models.load_causal_lm(teacher_path, "float32", str(device))
-    keep = select_layers(teacher.config.num_hidden_layers, params)  # None: another model
-    student = init_student(teacher, params)  # float32 master weights
+    if params.student.layers == "perplexity" and params.student.model is None:
+        calibration = random.Random(params.seed).sample(train_pools[LABEL], min(params.student.calibration_examples,
+                                                                                  len(train_pools[LABEL])))
+        batch = collate(calibration, pad_id, device)
+        keep = perplexity_layers(teacher, {k: batch[k] for k in ("input_ids", "attention_mask")},
+                                 params.keep_first + params.keep_last)
+    else:
+        keep = select_layers(teacher.config.num_hidden_layers, params)  # None: another model
+    student = init_student(teacher, params, keep)  # float32 master weights
     teacher = teacher.to(models.DTYPES[models.resolve_dtype("auto", device)])  # inference only: bf16 where native
 
     results: dict = {"kept_layers": keep, "teacher_layers": teacher.config.num_hidden_layers}

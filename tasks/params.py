@@ -152,10 +152,13 @@ class Student(Section):
     """How distill builds the student (tasks/student.py): teacher blocks or any model, optional LoRA."""
 
     # first_last: the first `keep_first` and last `keep_last` teacher blocks (Distill's fields);
-    # every_k: blocks 0, k, 2k, ... and always the last; list: exactly `indices`.
-    layers: Literal["first_last", "every_k", "list"] = "first_last"
+    # every_k: blocks 0, k, 2k, ... and always the last; list: exactly `indices`;
+    # perplexity: keep_first + keep_last blocks chosen by iterative pruning on the calibration
+    # perplexity of `calibration_examples` training examples (one forward pass per candidate block).
+    layers: Literal["first_last", "every_k", "list", "perplexity"] = "first_last"
     every: int = Field(2, ge=1)
     indices: list[int] = Field(default_factory=list)
+    calibration_examples: int = Field(8, ge=1)
     # Any causal LM (folder, .gguf, pkg:..., hub id) trained from its own weights instead of
     # teacher blocks; it must share the teacher's tokenizer (KD compares logits token by token).
     model: str | None = None

@@ -6,6 +6,12 @@ Params: distill.keep_first, distill.keep_last and distill.student.* (tasks/param
                       embedding space and the last write the head's input, both kept as trained)
           every_k     blocks 0, k, 2k, ... and always the last block
           list        exactly `indices`
+          perplexity  iterative depth pruning: drop the block whose removal raises the loss on
+                      a few training examples least, re-score, repeat until keep_first +
+                      keep_last blocks remain (block importance by perplexity, Kim et al., 2024,
+                      Shortened LLaMA, arXiv:2402.02834; here re-scored after every removal).
+                      On SmolLM2-135M, 16 of 30 blocks: held-out PubMedQA perplexity at init
+                      220 against 1,542 for first 8 + last 8 (bench/README.md)
   model:  any causal LM spec (tasks.models.resolve_model: folder, .gguf, pkg:..., hub id) trained
           from its own weights instead of teacher blocks; it must share the teacher's vocabulary
           because KD compares the two distributions token by token.
@@ -22,7 +28,9 @@ Layer dropping copies the embeddings, the kept blocks, the final norm and the he
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
 
 import torch
 
@@ -44,11 +52,52 @@ def every_k_layers(n_layers: int, k: int) -> list[int]:
     return sorted(set(range(0, n_layers, k)) | {n_layers - 1})
 
 
+def perplexity_layers(teacher, batch: dict[str, torch.Tensor], keep: int, progress: bool = True) -> list[int]:
+    """The `keep` teacher blocks left by iterative pruning on calibration loss (see the module doc).
+
+    batch: `input_ids` and `attention_mask` (B, L); every attended token after the first is a target.
+    Costs (n - keep) rounds of at most n forward passes of the teacher without one block.
+    """
+    from tqdm.auto import tqdm
+
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    kept = list(range(teacher.config.num_hidden_layers))
+    rounds = max(0, len(kept) - keep)
+    with torch.no_grad(), tqdm(total=rounds, desc="student: pruning blocks", disable=not progress) as bar:
+        while len(kept) > keep:
+            loss = {}
+            for i in kept:
+                with _only_blocks(teacher, [k for k in kept if k != i]):
+                    loss[i] = teacher(**batch, labels=labels, use_cache=False).loss.item()
+            kept.remove(min(loss, key=loss.get))
+            bar.update(1)
+            bar.set_postfix(calibration_ppl=f"{math.exp(min(loss.values())):.1f}")
+    return kept
+
+
+@contextlib.contextmanager
+def _only_blocks(model, keep: list[int]):
+    """`model` runs only the decoder blocks `keep` inside the block (no KV cache: layer_idx unchanged)."""
+    base, config = model.base_model, model.config
+    layers, n, types = base.layers, config.num_hidden_layers, getattr(config, "layer_types", None)
+    base.layers, config.num_hidden_layers = torch.nn.ModuleList(layers[i] for i in keep), len(keep)
+    if types is not None:
+        config.layer_types = [types[i] for i in keep]
+    try:
+        yield model
+    finally:
+        base.layers, config.num_hidden_layers = layers, n
+        if types is not None:
+            config.layer_types = types
+
+
 def select_layers(n_layers: int, params: Distill) -> list[int] | None:
     """The teacher blocks `params` keeps, in order; None when the student is another model."""
     spec = params.student
     if spec.model is not None:
         return None
+    if spec.layers == "perplexity":
+        raise ValueError("student: layers=perplexity needs calibration data (perplexity_layers)")
     if spec.layers == "every_k":
         return every_k_layers(n_layers, spec.every)
     if spec.layers == "list":
@@ -146,16 +195,17 @@ def finalize_student(model):
     return model
 
 
-def init_student(teacher, spec: Distill | list[int]):
+def init_student(teacher, spec: Distill | list[int], keep: list[int] | None = None):
     """The student for `teacher`: `spec` a list of block indices (those blocks), or the Distill params
-    (layer selection or `student.model`, then LoRA when `student.lora_rank` > 0). Float32 weights."""
+    (layer selection or `student.model`, then LoRA when `student.lora_rank` > 0). Float32 weights.
+    `keep`: blocks already chosen (layers=perplexity), instead of `spec`'s selection."""
     if not isinstance(spec, Distill):
         return drop_layers(teacher, list(spec))
     s = spec.student
     if s.model is not None:
         student = load_student_model(s.model, teacher)
     else:
-        student = drop_layers(teacher, select_layers(teacher.config.num_hidden_layers, spec))
+        student = drop_layers(teacher, keep if keep is not None else select_layers(teacher.config.num_hidden_layers, spec))
     student = student.float()
     if s.lora_rank:
         student = add_lora(student, s.lora_rank, s.lora_alpha, s.lora_dropout, s.lora_targets)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,47 @@ def test_init_student_copies_exactly_the_selected_blocks(spec, keep):
         kw = dict(max_new_tokens=5, do_sample=False, pad_token_id=0)
         assert torch.equal(student.generate(ids(1, 4), use_cache=True, **kw),
                            student.generate(ids(1, 4), use_cache=False, **kw))
+
+
+def test_perplexity_selection_drops_the_blocks_that_cost_least():
+    """A block that wrecks the residual stream goes first; each later drop is the block whose
+    removal costs least (checked against every alternative); the teacher is left as it was."""
+    teacher = random_llama(6)
+    with torch.no_grad():
+        for linear in (teacher.model.layers[2].self_attn.o_proj, teacher.model.layers[2].mlp.down_proj):
+            linear.weight.mul_(300.0)
+    batch = {"input_ids": ids(4, 12), "attention_mask": torch.ones(4, 12, dtype=torch.long)}
+    with torch.no_grad():
+        before = teacher(**batch).logits
+
+    def loss(keep):
+        with torch.no_grad():
+            return st.init_student(teacher, keep)(**batch, labels=batch["input_ids"]).loss.item()
+    first = st.perplexity_layers(teacher, batch, 5, progress=False)
+    assert first == [0, 1, 3, 4, 5]
+    assert loss(first) < min(loss([k for k in range(6) if k != i]) for i in range(6) if i != 2)
+    second = min(first, key=lambda i: loss([k for k in first if k != i]))
+    assert st.perplexity_layers(teacher, batch, 4, progress=False) == [k for k in first if k != second]
+    assert teacher.config.num_hidden_layers == len(teacher.model.layers) == 6
+    with torch.no_grad():
+        torch.testing.assert_close(teacher(**batch).logits, before, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="calibration"):
+        st.select_layers(6, Distill(student={"layers": "perplexity"}))
+
+
+def test_stage_prunes_by_perplexity(tmp_path: Path, tiny_teacher: str):
+    """distill with student.layers=perplexity keeps keep_first + keep_last blocks chosen on its training rows."""
+    from test_distill import TINY_PARAMS, _stage_inputs
+
+    _stage_inputs(tmp_path, rationale=False)
+    from tasks.params import Params
+
+    params = Params.model_validate({"domains": {"healthcare": {}}, "synthesize": {"teacher": tiny_teacher},
+                                    "distill": {**TINY_PARAMS, "keep_first": 1, "keep_last": 0,
+                                                "student": {"layers": "perplexity", "calibration_examples": 4}}})
+    ds.main("healthcare", params, tmp_path)
+    meta = json.loads((tmp_path / "data/healthcare/distill/student/stillhouse.json").read_text())
+    assert len(meta["kept_layers"]) == 1 and meta["kept_layers"][0] in (0, 1)
 
 
 def test_tiny_teacher_every_k_keeps_both_blocks(tiny_teacher_model):
