@@ -77,7 +77,8 @@ def perplexity_layers(teacher, batch: dict[str, torch.Tensor], keep: int, progre
 
 @contextlib.contextmanager
 def _only_blocks(model, keep: list[int]):
-    """`model` runs only the decoder blocks `keep` inside the block (no KV cache: layer_idx unchanged)."""
+    """`model` holds only the decoder blocks `keep` (and a config that says so) inside the `with`;
+    their `layer_idx` is unchanged, so run it without a KV cache."""
     base, config = model.base_model, model.config
     layers, n, types = base.layers, config.num_hidden_layers, getattr(config, "layer_types", None)
     base.layers, config.num_hidden_layers = torch.nn.ModuleList(layers[i] for i in keep), len(keep)
@@ -119,16 +120,8 @@ def drop_layers(teacher, keep: list[int]):
         raise ValueError(f"student: cannot drop layers of {type(teacher).__name__} (no base_model.layers)")
     if not keep or any(i < 0 or i >= len(layers) for i in keep):
         raise ValueError(f"student: layer indices {keep} out of range for {len(layers)} blocks")
-    kept = torch.nn.ModuleList(layers[i] for i in keep)
-    teacher.base_model.layers, original = kept, teacher.base_model.layers
-    try:
-        student = copy.deepcopy(teacher)  # copies only the kept blocks
-    finally:
-        teacher.base_model.layers = original
-    config = student.config
-    if getattr(config, "layer_types", None) is not None:
-        config.layer_types = [config.layer_types[i] for i in keep]
-    config.num_hidden_layers = len(keep)
+    with _only_blocks(teacher, keep):
+        student = copy.deepcopy(teacher)  # copies only the kept blocks, and the config that says so
     for new, block in enumerate(student.base_model.layers):
         for module in (block, getattr(block, "self_attn", None)):
             if module is not None and hasattr(module, "layer_idx"):
