@@ -89,6 +89,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS / "distill_kd"))
     args = ap.parse_args()
 
+    if args.layers and any(ARMS[a][2] for a in args.arms.split(",")):
+        raise SystemExit("kd+hid aligns the first/last junction: use --keep-first/--keep-last, not --layers")
     path = models.resolve_model(load_params(ROOT / "params.yaml").synthesize.teacher)
     tok = models.load_tokenizer(path)
     train_texts, test_texts = pubmedqa_texts(PUBMEDQA)
@@ -121,8 +123,6 @@ def main() -> None:
         # student hidden_states[keep_first] = after its last "first" block; the teacher's equivalent
         # depth is where its kept last blocks start
         junction = (args.keep_first, n_layers - args.keep_last)
-        if args.layers and hid_w:
-            raise SystemExit("kd+hid aligns the first/last junction: use --keep-first/--keep-last, not --layers")
         spec = Student(layers="list", indices=[int(i) for i in args.layers.split(",")]) if args.layers else Student()
         params = Distill(student=spec, keep_first=args.keep_first, keep_last=args.keep_last, steps=args.steps,
                          batch_size=args.batch_size, max_length=args.seq_len, lr=args.lr,
