@@ -278,9 +278,10 @@ class Kit:
         return model
 
     def describe(self) -> str:
-        return (f"{Path(self.path).name}, {self.n_layers} blocks: 0-{self.cache_at - 1} frozen + cached, "
-                f"{self.cache_at}-{self.n_layers - self.train_top - 1} frozen, "
-                f"{self.n_layers - self.train_top}-{self.n_layers - 1} + final norm trained, tied head frozen")
+        first_trained = self.n_layers - self.train_top
+        middle = f"{self.cache_at}-{first_trained - 1} frozen, " if first_trained > self.cache_at else ""
+        return (f"{Path(self.path).name}, {self.n_layers} blocks: 0-{self.cache_at - 1} frozen + cached, {middle}"
+                f"{first_trained}-{self.n_layers - 1} + final norm trained, tied head frozen")
 
     # -- the one scorer ------------------------------------------------------------------------
 
