@@ -129,8 +129,8 @@ def test_perplexity_selection_drops_the_blocks_that_cost_least():
         st.select_layers(6, Distill(student={"layers": "perplexity"}))
 
 
-def test_stage_prunes_by_perplexity(tmp_path: Path, tiny_teacher: str):
-    """distill with student.layers=perplexity keeps keep_first + keep_last blocks chosen on its training rows."""
+def test_stage_prunes_by_perplexity(tmp_path: Path, tiny_teacher: str, capfd):
+    """distill with student.layers=perplexity prunes on its training rows down to keep_first + keep_last blocks."""
     from test_distill import TINY_PARAMS, _stage_inputs
 
     _stage_inputs(tmp_path, rationale=False)
@@ -142,6 +142,7 @@ def test_stage_prunes_by_perplexity(tmp_path: Path, tiny_teacher: str):
     ds.main("healthcare", params, tmp_path)
     meta = json.loads((tmp_path / "data/healthcare/distill/student/stillhouse.json").read_text())
     assert len(meta["kept_layers"]) == 1 and meta["kept_layers"][0] in (0, 1)
+    assert "student: pruning blocks" in capfd.readouterr().err  # the pruning ran (first_last would keep [0] silently)
 
 
 def test_tiny_teacher_every_k_keeps_both_blocks(tiny_teacher_model):
