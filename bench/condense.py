@@ -15,9 +15,14 @@ rationale examples, the paper's multi-task step; L = (1 - a) L_label
 + a L_rationale), same seed and schedule; only the rows differ. With the same seed and steps
 the "full" arm is the label+rat arm of bench/distill_sbs.py.
 
-Arms: untrained; full; for r in --ratios: condensed (tasks.condense.run with --method, its
+Arms: untrained; full; for r in --ratios: condensed (tasks.condense.run with each --method, its
 quotas over label + qtype + kept-rationale strata and its de-duplication) and random (the same
-quotas, seeded order, no de-duplication).
+quotas, seeded order, no de-duplication). `--method kcenter,gradmatch` gives each method its own
+arm (ifd / gradmatch score with a --scorer-layers cut of the teacher, loaded once).
+
+`--workers 2` trains two arms at once, each worker a process with its own Kit (~5 GB with the
+bottom-24 cache) and cores / workers threads; the table and the numbers are the same as with
+one worker (every arm is a fresh student with the same seed), the wall time about halves.
 
 Metric: accuracy on the test questions by the cloze scorer (bench/cqa.py `Kit.score`: the five
 "Answer: <choice>" continuations in one packed forward pass, argmax of their log-probs).
@@ -29,12 +34,17 @@ Writes --out (.json with the table, .png).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import multiprocessing as mp
+import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -42,12 +52,14 @@ sys.path.insert(0, str(ROOT))
 from bench import cqa  # noqa: E402
 from tasks import condense as cz  # noqa: E402
 from tasks import distill as ds  # noqa: E402
+from tasks.condensation import scoring  # noqa: E402
 from tasks.params import Condense  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--method", default="kcenter")
+    ap.add_argument("--method", default="kcenter", help="a method or several, comma-separated (kcenter,gradmatch): an arm each")
+    ap.add_argument("--scorer-layers", type=int, default=4, help="ifd / gradmatch scorer: first + last n/2 teacher blocks (0: all)")
     ap.add_argument("--ratios", default="0.05,0.1,0.2")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch", type=int, default=8, help="questions per step (each gives a label and a rationale example)")
@@ -61,55 +73,102 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="training seed of every arm")
     ap.add_argument("--boot", type=int, default=2000)
     ap.add_argument("--out", default="bench/results/condense-cqa.json")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="arms trained at once, each in its own process with its own cache copy (~5 GB each)")
     args = ap.parse_args()
     started = time.perf_counter()
-    kit = cqa.Kit(args.cache_at, args.train_top)
-    train_rows, test_rows = cqa.load_rows("train"), cqa.load_rows("test", args.n_test)
-    params = cqa.distill_params(args.steps, args.batch, args.lr, args.rationale_weight, args.seed)
-    print(f"train {len(train_rows)} ({sum(bool(r['rationale']) for r in train_rows)} with a PaLM rationale), test "
-          f"{len(test_rows)}; {kit.describe()}; {args.steps} steps x {args.batch}; load {cqa.loadavg()}", flush=True)
-    arms: dict[str, dict] = {}
+    train_rows = cqa.load_rows("train")
+    print(f"train {len(train_rows)} ({sum(bool(r['rationale']) for r in train_rows)} with a PaLM rationale); "
+          f"{args.steps} steps x {args.batch}; {args.workers} worker(s); load {cqa.loadavg()}", flush=True)
 
-    def evaluate(name: str, model, extra: dict) -> None:
+    # every arm in the order of the table: untrained, full (the arms below are read against it), then
+    # each ratio's condensed and random arms, condensed lazily so the first arms train meanwhile
+    jobs = itertools.chain([("untrained", None, {"n": 0}), ("full", train_rows, {})],
+                           ((name, kept, extra) for _, name, kept, extra in
+                            subsets(train_rows, args.method, args.ratios, args.random_seeds, args.scorer_layers)))
+    done: dict[str, dict] = {}
+    order: list[str] = []
+
+    def record(result: dict) -> None:
+        done[result["name"]] = result
+        if "untrained" in done and "full" in done:  # after every arm: a partial table survives a cut-off run
+            table(args, {n: done[n] for n in order if n in done}, started)
+
+    if args.workers <= 1:
+        _init(vars(args), threads=0)
+        for name, rows, extra in jobs:
+            order.append(name)
+            record(run_arm(name, rows, extra))
+        return
+    threads = max(1, len(os.sched_getaffinity(0)) // args.workers)
+    with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn"), initializer=_init,
+                             initargs=(vars(args), threads)) as pool:
+        pending = set()
+        for name, rows, extra in jobs:
+            order.append(name)
+            pending.add(pool.submit(run_arm, name, rows, extra))
+            finished = {f for f in pending if f.done()}
+            for f in finished:
+                record(f.result())
+            pending -= finished
+        for f in as_completed(pending):
+            record(f.result())
+
+
+_WORKER: dict = {}  # per process: the Kit, the test rows, the training params
+
+
+def _init(args: dict, threads: int) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    a = argparse.Namespace(**args)
+    kit = cqa.Kit(a.cache_at, a.train_top)
+    _WORKER.update(kit=kit, args=a, test=cqa.load_rows("test", a.n_test),
+                   params=cqa.distill_params(a.steps, a.batch, a.lr, a.rationale_weight, a.seed))
+    print(f"{kit.describe()}; cache {kit.loaded} sequences; test {len(_WORKER['test'])}", flush=True)
+
+
+def run_arm(name: str, rows: list[dict] | None, extra: dict) -> dict:
+    """Train a fresh student on `rows` (None: the untrained student) and score it on the test rows."""
+    kit, a = _WORKER["kit"], _WORKER["args"]
+    student = kit.student()
+    if rows is not None:
         t0 = time.perf_counter()
-        s = kit.score(model, test_rows, desc=f"score {name}")
-        kit.save_cache()
-        arms[name] = {**extra, "correct": s["correct"], "accuracy": float(s["correct"].mean()),
-                      "gold_logprob": float(s["gold_logprob"].mean()), "margin": float(s["margin"].mean()),
-                      "eval_seconds": round(time.perf_counter() - t0, 1), "load_avg": cqa.loadavg()}
-        print(f"{name:>16}: accuracy {s['correct'].mean():.4f}  gold log-prob {s['gold_logprob'].mean():.3f}  {extra}", flush=True)
-
-    evaluate("untrained", kit.student(), {"n": 0})
-
-    def arm(name: str, rows: list[dict], extra: dict) -> None:
-        student = kit.student()
-        t0 = time.perf_counter()
-        ds.train(student, None, cqa.examples(kit.tok, rows, args.rationale_tokens), params, kit.tok.pad_token_id)
-        evaluate(name, student, {**extra, "n": len(rows), "train_seconds": round(time.perf_counter() - t0, 1)})
-
-    arm("full", train_rows, {})  # first: the arms below are read against it
-    for ratio, name, kept, extra in subsets(train_rows, args.method, args.ratios, args.random_seeds):
-        arm(name, kept, extra)
-        table(args, arms, test_rows, started, kit)  # after every arm: a partial table survives a cut-off run
+        ds.train(student, None, cqa.examples(kit.tok, rows, a.rationale_tokens), _WORKER["params"], kit.tok.pad_token_id)
+        extra = {**extra, "n": len(rows), "train_seconds": round(time.perf_counter() - t0, 1)}
+    t0 = time.perf_counter()
+    s = kit.score(student, _WORKER["test"], desc=f"score {name}")
+    kit.save_cache()
+    print(f"{name:>16}: accuracy {s['correct'].mean():.4f}  gold log-prob {s['gold_logprob'].mean():.3f}  {extra}", flush=True)
+    return {**extra, "name": name, "correct": s["correct"], "accuracy": float(s["correct"].mean()),
+            "gold_logprob": float(s["gold_logprob"].mean()), "margin": float(s["margin"].mean()),
+            "eval_seconds": round(time.perf_counter() - t0, 1), "load_avg": cqa.loadavg(), "student": kit.describe(),
+            "cache": {"encoded_tokens": kit.encoded_tokens, "encode_seconds": round(kit.encode_seconds, 1)}}
 
 
-def subsets(train_rows: list[dict], method: str, ratios: str, random_seeds: str):
+def subsets(train_rows: list[dict], methods: str, ratios: str, random_seeds: str, scorer_layers: int = 4):
     """(ratio, arm name, rows, report extras) of every condensed and random arm, 10% first:
-    tasks.condense.run with `method` (its quotas over label + qtype + kept-rationale strata and
-    its de-duplication) and random (the same quotas, seeded order, no de-duplication)."""
+    tasks.condense.run with each of `methods` (its quotas over label + qtype + kept-rationale
+    strata and its de-duplication) and random (the same quotas, seeded order, no de-duplication)."""
+    scorer = None
     for ratio in sorted([float(r) for r in ratios.split(",")], key=lambda r: abs(r - 0.1)):
-        kept, rep = cz.run(train_rows, ("qtype",), Condense(method=method, ratio=ratio, seed=0))
-        yield ratio, f"{method} {ratio:.0%}", kept, {"condense_seconds": rep["seconds"], "dropped": rep["ledger"]["dropped"],
-                                                     "cover_radius": rep["diversity"]["cover_radius"]}
+        for method in methods.split(","):
+            p = Condense(method=method, ratio=ratio, seed=0, scorer_layers=scorer_layers)
+            if method in ("ifd", "gradmatch") and scorer is None:  # loaded once, for every ratio
+                scorer = scoring.load_scorer(p.scorer, p.scorer_layers)
+            kept, rep = cz.run(train_rows, ("qtype",), p, domain=cqa.CqaDomain(), scorer=scorer)
+            yield ratio, f"{method} {ratio:.0%}", kept, {"condense_seconds": rep["seconds"], "dropped": rep["ledger"]["dropped"],
+                                                         "cover_radius": rep["diversity"]["cover_radius"]}
         for seed in [int(s) for s in random_seeds.split(",")]:
             kept, rep = cz.run(train_rows, ("qtype",), Condense(method="random", ratio=ratio, seed=seed, dedup="none"))
             yield ratio, f"random {ratio:.0%} s{seed}", kept, {"cover_radius": rep["diversity"]["cover_radius"]}
 
 
-def table(args, arms: dict, test_rows: list[dict], started: float, kit) -> None:
+def table(args, arms: dict, started: float) -> None:
     """Print the table of the arms measured so far; write it with the numbers to --out (.json, .png)."""
     rng = np.random.default_rng(0)  # paired bootstrap over test questions: one resample set for all arms
-    boots = rng.integers(0, len(test_rows), size=(args.boot, len(test_rows)))
+    n_test = len(arms["untrained"]["correct"])
+    boots = rng.integers(0, n_test, size=(args.boot, n_test))
     base, full = arms["untrained"], arms["full"]
     full_b = full["correct"][boots].mean(1) - base["correct"][boots].mean(1)
     lines = ["| arm | rows | accuracy (95% CI) | gain vs untrained (95% CI) | retained of full gain (95% CI) | gold log-prob | train s |",
@@ -126,34 +185,34 @@ def table(args, arms: dict, test_rows: list[dict], started: float, kit) -> None:
         lines.append(f"| {name} | {a['n']} | {a['accuracy']:.4f} ({a['accuracy_ci'][0]:.3f}-{a['accuracy_ci'][1]:.3f}) | "
                      f"{gain:+.4f} ({a['gain_ci'][0]:+.3f} to {a['gain_ci'][1]:+.3f}) | {a['retained']:.2f} "
                      f"({a['retained_ci'][0]:.2f} to {a['retained_ci'][1]:.2f}) | {a['gold_logprob']:.3f} | {a.get('train_seconds', '')} |")
-    verdicts = {}
-    for ratio in [float(r) for r in args.ratios.split(",")]:
-        c = arms.get(f"{args.method} {ratio:.0%}")
-        for seed in [int(s) for s in args.random_seeds.split(",")]:
-            r = arms.get(f"random {ratio:.0%} s{seed}")
-            if c is None or r is None:
-                continue
-            diff = c["correct"][boots].mean(1) - r["correct"][boots].mean(1)
-            ci = [float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))]
-            verdicts[f"{ratio:.0%} s{seed}"] = {"minus_random": c["accuracy"] - r["accuracy"], "ci95": ci}
-            lines.append(f"\n{args.method} {ratio:.0%} minus random s{seed}: accuracy {c['accuracy'] - r['accuracy']:+.4f} "
-                         f"(95% CI {ci[0]:+.4f} to {ci[1]:+.4f})")
-    c10, r10 = arms.get(f"{args.method} 10%"), [v for k, v in arms.items() if k.startswith("random 10%")]
-    target = None
-    if c10 is not None and r10:
-        target = {"retained_10": c10["retained"], "retained_10_ci": c10["retained_ci"],
-                  "beats_random_10": all(c10["accuracy"] > r["accuracy"] for r in r10),
-                  "full_gain_ci_excludes_0": full["gain_ci"][0] > 0,
-                  "met": bool(c10["retained"] >= 0.9 and all(c10["accuracy"] > r["accuracy"] for r in r10) and full["gain_ci"][0] > 0)}
-        lines.append(f"\ntarget (condensed 10% retains >= 90% of the full gain and beats random 10%): "
-                     f"{'met' if target['met'] else 'NOT met'} {target}")
+    verdicts, target = {}, {}
+    methods = args.method.split(",")
+    for method in methods:
+        for ratio in [float(r) for r in args.ratios.split(",")]:
+            c = arms.get(f"{method} {ratio:.0%}")
+            for seed in [int(s) for s in args.random_seeds.split(",")]:
+                r = arms.get(f"random {ratio:.0%} s{seed}")
+                if c is None or r is None:
+                    continue
+                diff = c["correct"][boots].mean(1) - r["correct"][boots].mean(1)
+                ci = [float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))]
+                verdicts[f"{method} {ratio:.0%} s{seed}"] = {"minus_random": c["accuracy"] - r["accuracy"], "ci95": ci}
+                lines.append(f"\n{method} {ratio:.0%} minus random s{seed}: accuracy {c['accuracy'] - r['accuracy']:+.4f} "
+                             f"(95% CI {ci[0]:+.4f} to {ci[1]:+.4f})")
+        c10, r10 = arms.get(f"{method} 10%"), [v for k, v in arms.items() if k.startswith("random 10%")]
+        if c10 is not None and r10:
+            t = target[method] = {"retained_10": c10["retained"], "retained_10_ci": c10["retained_ci"],
+                                  "beats_random_10": all(c10["accuracy"] > r["accuracy"] for r in r10),
+                                  "full_gain_ci_excludes_0": full["gain_ci"][0] > 0}
+            t["met"] = bool(t["retained_10"] >= 0.9 and t["beats_random_10"] and t["full_gain_ci_excludes_0"])
+            lines.append(f"\ntarget for {method} (condensed 10% retains >= 90% of the full gain and beats random 10%): "
+                         f"{'met' if t['met'] else 'NOT met'} {t}")
     lines.append(f"\nelapsed {time.perf_counter() - started:.0f} s; load average (1/5/15 min) {cqa.loadavg()}")
     print("\n".join(lines), flush=True)
     out = Path(args.out)
-    result = {"args": vars(args), "student": kit.describe(), "n_test": len(test_rows),
+    result = {"args": vars(args), "student": arms["full"]["student"], "n_test": n_test,
               "scorer": "cloze: sum log-prob of 'Answer: <choice>' + end-of-turn, argmax of 5", "table": lines,
               "target": target, "versus_random": verdicts, "seconds": round(time.perf_counter() - started, 1),
-              "cache": {"encoded_tokens": kit.encoded_tokens, "encode_seconds": round(kit.encode_seconds, 1)},
               "load_avg_end": cqa.loadavg(), "arms": {k: {kk: vv for kk, vv in v.items() if kk != "correct"} for k, v in arms.items()}}
     out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
     plot(result, out.with_suffix(".png"))

@@ -31,28 +31,13 @@ sys.path.insert(0, str(ROOT))
 
 from tqdm.auto import tqdm
 
-from bench.cqa import load_rows
+from bench.cqa import CqaDomain, load_rows
 from tasks import condense as cz
 from tasks.condensation import gradmatch, scoring
 from tasks.params import Condense
 
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
 TARGET_S = 300.0
-
-
-class CqaDomain:
-    """The two things gradmatch reads from a domain: the question and the canonical label."""
-
-    name = "cqa"
-    labels = None
-
-    @staticmethod
-    def question(row: dict) -> str:
-        return row["text"]  # bench/cqa.py's prompt format: the question and its answer choices
-
-    @staticmethod
-    def normalize_label(label: str) -> str:
-        return label
 
 
 def load(n: int) -> list[dict]:

@@ -94,6 +94,21 @@ def load_rows(split: str, n: int = 0) -> list[dict]:
     return out[:n] if n else out
 
 
+class CqaDomain:
+    """What ifd and gradmatch read from a domain (tasks.condense.run): the question and the label."""
+
+    name = "cqa"
+    labels = None
+
+    @staticmethod
+    def question(row: dict) -> str:
+        return row["text"]  # the question and its answer choices
+
+    @staticmethod
+    def normalize_label(label: str) -> str:
+        return label
+
+
 # ---------------------------------------------------------------------------------------------
 # The one prompt format
 

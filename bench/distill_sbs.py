@@ -21,6 +21,10 @@ schedule, same batch size:
 Several seeds; the difference (label+rat minus label) comes with a paired bootstrap 95% CI
 over test questions (seeds of a question resampled together); each arm is also reported
 against the untrained student scored in the same run. Writes --out .json and .png.
+
+`--n-train N` trains both arms on the same fixed random N questions (and the PaLM rationales of
+those): the paper's reduced-data setting (it trains on 12.5-100% of each set), where over many
+epochs on few questions the rationale task is expected to regularise the label task.
 """
 
 from __future__ import annotations
@@ -54,12 +58,17 @@ def main() -> None:
     ap.add_argument("--train-top", type=int, default=2, help="top blocks trained")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--n-test", type=int, default=400, help="first N test questions (0: all 1,221)")
+    ap.add_argument("--n-train", type=int, default=0,
+                    help="a fixed random draw of N train questions (0: all 9,741); the paper's reduced-data setting")
     ap.add_argument("--out", default=str(RESULTS / "distill_sbs"))
     args = ap.parse_args()
     started = time.perf_counter()
 
     kit = cqa.Kit(args.cache_at, args.train_top)
     train_rows, test_rows = cqa.load_rows("train"), cqa.load_rows("test", args.n_test)
+    if args.n_train:
+        keep = np.random.default_rng(0).choice(len(train_rows), size=args.n_train, replace=False)
+        train_rows = [train_rows[i] for i in sorted(keep)]
     pools = cqa.examples(kit.tok, train_rows, args.rationale_tokens)
     load0 = cqa.loadavg()
     print(f"cqa: {len(pools[ds.LABEL])} train questions, {len(pools[ds.RATIONALE])} PaLM rationales kept, "
