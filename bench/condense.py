@@ -18,7 +18,7 @@ the "full" arm is the label+rat arm of bench/distill_sbs.py.
 Arms: untrained; full; for r in --ratios: condensed (tasks.condense.run with each --method, its
 quotas over label + qtype + kept-rationale strata and its de-duplication) and random (the same
 quotas, seeded order, no de-duplication). `--method kcenter,gradmatch` gives each method its own
-arm (ifd / gradmatch score with a --scorer-layers cut of the teacher, loaded once).
+arm (ifd / gradmatch score with a --scorer-layers cut of the teacher).
 
 `--workers 2` trains two arms at once, each worker a process with its own Kit (~5 GB with the
 bottom-24 cache) and cores / workers threads; the table and the numbers are the same as with
@@ -52,7 +52,6 @@ sys.path.insert(0, str(ROOT))
 from bench import cqa  # noqa: E402
 from tasks import condense as cz  # noqa: E402
 from tasks import distill as ds  # noqa: E402
-from tasks.condensation import scoring  # noqa: E402
 from tasks.params import Condense  # noqa: E402
 
 
@@ -103,15 +102,11 @@ def main() -> None:
     threads = max(1, len(os.sched_getaffinity(0)) // args.workers)
     with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn"), initializer=_init,
                              initargs=(vars(args), threads)) as pool:
-        pending = set()
+        futures = []
         for name, rows, extra in jobs:
             order.append(name)
-            pending.add(pool.submit(run_arm, name, rows, extra))
-            finished = {f for f in pending if f.done()}
-            for f in finished:
-                record(f.result())
-            pending -= finished
-        for f in as_completed(pending):
+            futures.append(pool.submit(run_arm, name, rows, extra))
+        for f in as_completed(futures):
             record(f.result())
 
 
@@ -131,6 +126,7 @@ def _init(args: dict, threads: int) -> None:
 def run_arm(name: str, rows: list[dict] | None, extra: dict) -> dict:
     """Train a fresh student on `rows` (None: the untrained student) and score it on the test rows."""
     kit, a = _WORKER["kit"], _WORKER["args"]
+    tokens0, seconds0 = kit.encoded_tokens, kit.encode_seconds  # the Kit counts over its whole process
     student = kit.student()
     if rows is not None:
         t0 = time.perf_counter()
@@ -143,20 +139,17 @@ def run_arm(name: str, rows: list[dict] | None, extra: dict) -> dict:
     return {**extra, "name": name, "correct": s["correct"], "accuracy": float(s["correct"].mean()),
             "gold_logprob": float(s["gold_logprob"].mean()), "margin": float(s["margin"].mean()),
             "eval_seconds": round(time.perf_counter() - t0, 1), "load_avg": cqa.loadavg(), "student": kit.describe(),
-            "cache": {"encoded_tokens": kit.encoded_tokens, "encode_seconds": round(kit.encode_seconds, 1)}}
+            "cache": {"encoded_tokens": kit.encoded_tokens - tokens0, "encode_seconds": round(kit.encode_seconds - seconds0, 1)}}
 
 
 def subsets(train_rows: list[dict], methods: str, ratios: str, random_seeds: str, scorer_layers: int = 4):
     """(ratio, arm name, rows, report extras) of every condensed and random arm, 10% first:
     tasks.condense.run with each of `methods` (its quotas over label + qtype + kept-rationale
     strata and its de-duplication) and random (the same quotas, seeded order, no de-duplication)."""
-    scorer = None
     for ratio in sorted([float(r) for r in ratios.split(",")], key=lambda r: abs(r - 0.1)):
         for method in methods.split(","):
             p = Condense(method=method, ratio=ratio, seed=0, scorer_layers=scorer_layers)
-            if method in ("ifd", "gradmatch") and scorer is None:  # loaded once, for every ratio
-                scorer = scoring.load_scorer(p.scorer, p.scorer_layers)
-            kept, rep = cz.run(train_rows, ("qtype",), p, domain=cqa.CqaDomain(), scorer=scorer)
+            kept, rep = cz.run(train_rows, ("qtype",), p, domain=cqa.CqaDomain())  # loads its scorer if it needs one
             yield ratio, f"{method} {ratio:.0%}", kept, {"condense_seconds": rep["seconds"], "dropped": rep["ledger"]["dropped"],
                                                          "cover_radius": rep["diversity"]["cover_radius"]}
         for seed in [int(s) for s in random_seeds.split(",")]:

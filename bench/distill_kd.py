@@ -94,15 +94,14 @@ def main() -> None:
     path = models.resolve_model(load_params(ROOT / "params.yaml").synthesize.teacher)
     tok = models.load_tokenizer(path)
     train_texts, test_texts = pubmedqa_texts(PUBMEDQA)
-    all_train = chunks(tok, train_texts, args.seq_len, "train")
-    pool = chunks(tok, train_texts[: args.train_pmids], args.seq_len, "train") if args.train_pmids else all_train
-    train = {ds.LABEL: pool, ds.RATIONALE: []}
+    train = {ds.LABEL: chunks(tok, train_texts[: args.train_pmids or None], args.seq_len, "train"), ds.RATIONALE: []}
     held = {ds.LABEL: chunks(tok, test_texts, args.seq_len, "test")[: args.eval_chunks], ds.RATIONALE: []}
     teacher32 = models.load_causal_lm(path, "float32", "cpu")
     teacher = models.load_causal_lm(path, "auto", "cpu")  # what the stage trains against
     n_layers = teacher.config.num_hidden_layers
     if args.layers == "perplexity":  # ~25 min on one core for 30 -> 16 blocks
-        calibration = all_train[::37][:6]  # spread over all the training PMIDs, whatever --train-pmids
+        every = chunks(tok, train_texts, args.seq_len, "train") if args.train_pmids else train[ds.LABEL]
+        calibration = every[::37][:6]  # spread over all the training PMIDs, whatever --train-pmids
         ids = torch.tensor([c.prompt_ids + c.target_ids for c in calibration])
         keep = st.perplexity_layers(teacher32, {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
                                     args.keep_first + args.keep_last)
