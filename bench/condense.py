@@ -18,7 +18,15 @@ the "full" arm is the label+rat arm of bench/distill_sbs.py.
 Arms: untrained; full; for r in --ratios: condensed (tasks.condense.run with each --method, its
 quotas over label + qtype + kept-rationale strata and its de-duplication) and random (the same
 quotas, seeded order, no de-duplication). `--method kcenter,gradmatch` gives each method its own
-arm (ifd / gradmatch score with a --scorer-layers cut of the teacher).
+arm (ifd / gradmatch score with a --scorer-layers cut of the teacher; prototype ranks by LSA
+distance to k-means centroids, near first).
+
+`--reuse earlier.json` takes the arms of an earlier run with the same training setup (steps,
+batch, lr, rationale weight and tokens, cache-at, train-top, n-test, seed; refused otherwise)
+into the table instead of training them again, with their per-question results, so a new method
+is read against the same untrained, full and random arms; the table marks them "(reused)". That
+is sound because an arm's numbers depend only on its rows and that setup: the untrained, full
+and random arms came out identical in every repeated run (bench/README.md).
 
 `--workers 2` trains two arms at once, each worker a process with its own Kit (~5 GB with the
 bottom-24 cache) and cores / workers threads; the table and the numbers are the same as with
@@ -57,7 +65,8 @@ from tasks.params import Condense  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--method", default="kcenter", help="a method or several, comma-separated (kcenter,gradmatch): an arm each")
+    ap.add_argument("--method", default="kcenter",
+                    help="a method or several, comma-separated (kcenter,gradmatch): an arm each; ccs/s1: selection seed 1")
     ap.add_argument("--scorer-layers", type=int, default=4, help="ifd / gradmatch scorer: first + last n/2 teacher blocks (0: all)")
     ap.add_argument("--ratios", default="0.05,0.1,0.2")
     ap.add_argument("--steps", type=int, default=60)
@@ -74,8 +83,11 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/condense-cqa.json")
     ap.add_argument("--workers", type=int, default=1,
                     help="arms trained at once, each in its own process with its own cache copy (~5 GB each)")
+    ap.add_argument("--reuse", default="", help="earlier runs' .json (comma-separated) with the same training setup: "
+                    "their arms enter the table as measured instead of being trained again")
     args = ap.parse_args()
     started = time.perf_counter()
+    reused = load_reused(args)
     train_rows = cqa.load_rows("train")
     print(f"train {len(train_rows)} ({sum(bool(r['rationale']) for r in train_rows)} with a PaLM rationale); "
           f"{args.steps} steps x {args.batch}; {args.workers} worker(s); load {cqa.loadavg()}", flush=True)
@@ -84,15 +96,20 @@ def main() -> None:
     # each ratio's condensed and random arms, condensed lazily so the first arms train meanwhile
     jobs = itertools.chain([("untrained", None, {"n": 0}), ("full", train_rows, {})],
                            ((name, kept, extra) for _, name, kept, extra in
-                            subsets(train_rows, args.method, args.ratios, args.random_seeds, args.scorer_layers)))
-    done: dict[str, dict] = {}
-    order: list[str] = []
+                            subsets(train_rows, args.method, args.ratios, args.random_seeds, args.scorer_layers, set(reused))))
+    jobs = (job for job in jobs if job[0] not in reused)
+    done: dict[str, dict] = dict(reused)
+    order: list[str] = list(reused)
 
     def record(result: dict) -> None:
         done[result["name"]] = result
         if "untrained" in done and "full" in done:  # after every arm: a partial table survives a cut-off run
             table(args, {n: done[n] for n in order if n in done}, started)
 
+    first = next(jobs, None)
+    if first is None:  # every arm reused: only the table
+        return table(args, done, started)
+    jobs = itertools.chain([first], jobs)
     if args.workers <= 1:
         _init(vars(args), threads=0)
         for name, rows, extra in jobs:
@@ -108,6 +125,30 @@ def main() -> None:
             futures.append(pool.submit(run_arm, name, rows, extra))
         for f in as_completed(futures):
             record(f.result())
+
+
+# what decides an arm's numbers besides its rows: arms of runs that agree on all of these are
+# interchangeable (every arm is a fresh student with the same seed; repeated runs have matched
+# bit for bit, bench/README.md)
+SETUP = ("steps", "batch", "lr", "rationale_weight", "rationale_tokens", "cache_at", "train_top", "n_test", "seed")
+
+
+def load_reused(args) -> dict[str, dict]:
+    """Arms (with their per-question results) of the --reuse runs, in their table order."""
+    arms: dict[str, dict] = {}
+    for path in filter(None, args.reuse.split(",")):
+        earlier = json.loads(Path(path).read_text())
+        differ = {k: (earlier["args"].get(k), getattr(args, k)) for k in SETUP if earlier["args"].get(k) != getattr(args, k)}
+        if differ:
+            raise SystemExit(f"--reuse {path}: another training setup {differ}")
+        for name, a in earlier["arms"].items():
+            if "correct_bits" not in a:
+                raise SystemExit(f"--reuse {path}: arm {name!r} has no per-question results (run before they were saved)")
+            if name not in arms:
+                arms[name] = {**a, "correct": np.array([c == "1" for c in a.pop("correct_bits")]), "reused_from": path}
+    if arms:
+        print(f"reused {len(arms)} arms: {', '.join(arms)}", flush=True)
+    return arms
 
 
 _WORKER: dict = {}  # per process: the Kit, the test rows, the training params
@@ -142,13 +183,19 @@ def run_arm(name: str, rows: list[dict] | None, extra: dict) -> dict:
             "cache": {"encoded_tokens": kit.encoded_tokens - tokens0, "encode_seconds": round(kit.encode_seconds - seconds0, 1)}}
 
 
-def subsets(train_rows: list[dict], methods: str, ratios: str, random_seeds: str, scorer_layers: int = 4):
+def subsets(train_rows: list[dict], methods: str, ratios: str, random_seeds: str, scorer_layers: int = 4,
+            skip: set[str] = frozenset()):
     """(ratio, arm name, rows, report extras) of every condensed and random arm, 10% first:
     tasks.condense.run with each of `methods` (its quotas over label + qtype + kept-rationale
-    strata and its de-duplication) and random (the same quotas, seeded order, no de-duplication)."""
+    strata and its de-duplication) and random (the same quotas, seeded order, no de-duplication).
+    Arms named in `skip` are not condensed (rows None)."""
     for ratio in sorted([float(r) for r in ratios.split(",")], key=lambda r: abs(r - 0.1)):
         for method in methods.split(","):
-            p = Condense(method=method, ratio=ratio, seed=0, scorer_layers=scorer_layers)
+            if f"{method} {ratio:.0%}" in skip:
+                yield ratio, f"{method} {ratio:.0%}", None, {}
+                continue
+            kind, _, seed = method.partition("/s")  # "ccs/s1": ccs with selection seed 1 (default 0)
+            p = Condense(method=kind, ratio=ratio, seed=int(seed or 0), scorer_layers=scorer_layers)
             kept, rep = cz.run(train_rows, ("qtype",), p, domain=cqa.CqaDomain())  # loads its scorer if it needs one
             yield ratio, f"{method} {ratio:.0%}", kept, {"condense_seconds": rep["seconds"], "dropped": rep["ledger"]["dropped"],
                                                          "cover_radius": rep["diversity"]["cover_radius"]}
@@ -175,23 +222,32 @@ def table(args, arms: dict, started: float) -> None:
                  retained=gain / full_gain if full_gain else float("nan"),
                  retained_ci=[float(np.nanpercentile(ret_b, 2.5)), float(np.nanpercentile(ret_b, 97.5))],
                  accuracy_ci=[float(np.percentile(acc_b, 2.5)), float(np.percentile(acc_b, 97.5))])
-        lines.append(f"| {name} | {a['n']} | {a['accuracy']:.4f} ({a['accuracy_ci'][0]:.3f}-{a['accuracy_ci'][1]:.3f}) | "
+        lines.append(f"| {name}{' (reused)' if a.get('reused_from') else ''} | {a['n']} | {a['accuracy']:.4f} ({a['accuracy_ci'][0]:.3f}-{a['accuracy_ci'][1]:.3f}) | "
                      f"{gain:+.4f} ({a['gain_ci'][0]:+.3f} to {a['gain_ci'][1]:+.3f}) | {a['retained']:.2f} "
                      f"({a['retained_ci'][0]:.2f} to {a['retained_ci'][1]:.2f}) | {a['gold_logprob']:.3f} | {a.get('train_seconds', '')} |")
     verdicts, target = {}, {}
-    methods = args.method.split(",")
+    # every condensed arm in the table (this run's methods and reused ones), each against every random draw
+    methods = list(dict.fromkeys(n.rsplit(" ", 1)[0] for n in arms if n not in ("untrained", "full") and not n.startswith("random")))
     for method in methods:
         for ratio in [float(r) for r in args.ratios.split(",")]:
-            c = arms.get(f"{method} {ratio:.0%}")
-            for seed in [int(s) for s in args.random_seeds.split(",")]:
-                r = arms.get(f"random {ratio:.0%} s{seed}")
-                if c is None or r is None:
-                    continue
+            c, rs = arms.get(f"{method} {ratio:.0%}"), [v for k, v in arms.items() if k.startswith(f"random {ratio:.0%} ")]
+            if c is None:
+                continue
+            for r in rs:
+                seed = r["name"].rsplit(" s", 1)[1]
                 diff = c["correct"][boots].mean(1) - r["correct"][boots].mean(1)
                 ci = [float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))]
                 verdicts[f"{method} {ratio:.0%} s{seed}"] = {"minus_random": c["accuracy"] - r["accuracy"], "ci95": ci}
                 lines.append(f"\n{method} {ratio:.0%} minus random s{seed}: accuracy {c['accuracy'] - r['accuracy']:+.4f} "
                              f"(95% CI {ci[0]:+.4f} to {ci[1]:+.4f})")
+            if len(rs) > 1:  # against the expected random draw: the mean over draws, per bootstrap resample
+                diff = c["correct"][boots].mean(1) - np.mean([r["correct"][boots].mean(1) for r in rs], axis=0)
+                ci = [float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))]
+                accs = [r["accuracy"] for r in rs]
+                v = verdicts[f"{method} {ratio:.0%} mean"] = {"minus_random": c["accuracy"] - float(np.mean(accs)), "ci95": ci,
+                                                              "draws": len(rs), "random_sd": float(np.std(accs, ddof=1))}
+                lines.append(f"\n{method} {ratio:.0%} minus the mean of {len(rs)} random draws ({np.mean(accs):.4f}, sd "
+                             f"{v['random_sd']:.4f}): accuracy {v['minus_random']:+.4f} (95% CI {ci[0]:+.4f} to {ci[1]:+.4f})")
         c10, r10 = arms.get(f"{method} 10%"), [v for k, v in arms.items() if k.startswith("random 10%")]
         if c10 is not None and r10:
             t = target[method] = {"retained_10": c10["retained"], "retained_10_ci": c10["retained_ci"],
@@ -206,7 +262,9 @@ def table(args, arms: dict, started: float) -> None:
     result = {"args": vars(args), "student": arms["full"]["student"], "n_test": n_test,
               "scorer": "cloze: sum log-prob of 'Answer: <choice>' + end-of-turn, argmax of 5", "table": lines,
               "target": target, "versus_random": verdicts, "seconds": round(time.perf_counter() - started, 1),
-              "load_avg_end": cqa.loadavg(), "arms": {k: {kk: vv for kk, vv in v.items() if kk != "correct"} for k, v in arms.items()}}
+              "load_avg_end": cqa.loadavg(), "arms": {k: {**{kk: vv for kk, vv in v.items() if kk != "correct"},
+                             "correct_bits": "".join("1" if c else "0" for c in v["correct"])}  # per test question, for re-analysis
+                         for k, v in arms.items()}}
     out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
     plot(result, out.with_suffix(".png"))
 
@@ -227,6 +285,9 @@ def plot(result: dict, path: Path) -> None:
     a.bar(range(len(names)), acc, yerr=err, color=colors, alpha=0.7, capsize=3)
     a.axhline(100 * result["arms"]["untrained"]["accuracy"], color="grey", ls="--", label="untrained (same run)")
     a.axhline(20, color="lightgrey", ls=":", label="chance")
+    draws = [100 * v["accuracy"] for k, v in arms.items() if k.startswith("random 10% ")]
+    if len(draws) > 1:
+        a.axhline(np.mean(draws), color="C2", ls="--", label=f"mean of {len(draws)} random 10% draws")
     a.set_xticks(range(len(names)), names, rotation=30, ha="right")
     a.set(ylabel=f"CQA test accuracy (%), n={result['n_test']}", title="accuracy (95% CI)")
     a.legend(loc="lower right")

@@ -21,6 +21,10 @@ Pipeline: [augment] -> de-duplicate -> quotas + method -> kept rows. Methods:
   uncertainty  the teacher's doubt from synthesis (agreement, entropy, confidence), high first
   gradmatch    CRAIG facility location on last-layer gradient sketches (Mirzasoleiman et al.
                2020; tasks/condensation/gradmatch.py)
+  prototype    distance to the nearest k-means centroid of the embeddings, easy (near) first
+               by default: Sorscher et al. 2022's rule for small kept sets (scoring.py)
+  ccs          coverage-centric coreset selection over a difficulty score (prototype distance
+               or ifd): the budget spread evenly over score bins (Zheng et al. 2023; ccs.py)
 De-duplication (`dedup`: none | exact | near, tasks/condensation/dedup.py) runs first for every
 method; augmentation (`augment` > 0, tasks/condensation/augment.py) before it, default off.
 
@@ -60,7 +64,7 @@ Then fill (diversity). The rest of the budget goes by the method:
 Embeddings: TF-IDF (word 1-2 grams, sublinear tf) of the record text + TruncatedSVD to
 EMBED_DIM (latent semantic analysis), L2-normalised: ~2 s for 10,000 notes on 2 cores, no model
 download. (`embedding: minilm` uses all-MiniLM-L6-v2 instead.) Every method is deterministic for the seed.
-Score-based methods (ifd, uncertainty, gradmatch) replace the seeded order by their ranking:
+Score-based methods (ifd, uncertainty, gradmatch, prototype, ccs) replace the seeded order by their ranking:
 the quota phase breaks ties by it and the fill takes rows in it.
 
 Diversity in the report: mean nearest-neighbour distance inside the set (higher: less
@@ -87,7 +91,7 @@ from tasks.records import read_jsonl, write_json, write_jsonl
 
 PARAMS = ("condense", "deidentify")  # the params.yaml keys this stage reads (dvc.yaml lists the same)
 MIN_PER_STRATUM = 5  # every stratum keeps min(n_s, 5) at least: small groups stay measurable
-SCORED = ("ifd", "uncertainty", "gradmatch")  # methods that rank rows instead of the seeded order
+SCORED = ("ifd", "uncertainty", "gradmatch", "prototype", "ccs")  # methods that rank rows instead of the seeded order
 MISSING = "(missing)"
 RATIONALE = ("rationale", "kept")  # the stratum of rows with a kept rationale
 
@@ -320,12 +324,26 @@ def _diversity(x: np.ndarray, keep: list[int]) -> dict:
     }
 
 
-def priorities(rows: list[dict], params: Condense, domain=None, scorer=None) -> tuple[np.ndarray | None, dict]:
-    """The method's order over `rows` (best first; None: the seeded order) and what to report."""
+def priorities(rows: list[dict], params: Condense, domain=None, scorer=None,
+               x: np.ndarray | None = None) -> tuple[np.ndarray | None, dict]:
+    """The method's order over `rows` (best first; None: the seeded order) and what to report;
+    `x`: the rows' embeddings (prototype)."""
     rng = np.random.default_rng(params.seed)
     tie = rng.permutation(len(rows))  # ties (equal scores) broken by the seed
     if params.method not in SCORED:
         return None, {}
+    if params.method == "prototype" or (params.method == "ccs" and params.ccs_score == "prototype"):
+        from tasks.condensation.scoring import prototype_distance
+
+        if x is None:
+            raise ValueError(f"condense.method={params.method} needs the rows' embeddings")
+        d = prototype_distance(x, params.prototype_clusters, params.seed)
+        if params.method == "ccs":
+            return _ccs(d, params), {"ccs_score": "prototype", "distance_mean": round(float(d.mean()), 4) if len(d) else None}
+        key = d if params.prototype_keep == "easy" else -d
+        order = tie[np.argsort(key[tie], kind="stable")]
+        return order, {"prototype_keep": params.prototype_keep,
+                       "distance_mean": round(float(d.mean()), 4) if len(d) else None}
     if params.method == "uncertainty":
         from tasks.condensation.scoring import uncertainty
 
@@ -339,6 +357,11 @@ def priorities(rows: list[dict], params: Condense, domain=None, scorer=None) -> 
 
     started = time.perf_counter()
     model, tok = scorer if scorer is not None else scoring.load_scorer(params.scorer, params.scorer_layers)
+    if params.method == "ccs":  # ccs_score ifd: misaligned pairs (IFD >= 1) count as the hardest
+        s = scoring.ifd(rows, domain, model, tok, params.scorer_max_length)
+        return _ccs(np.where(s < 1.0, s, s.max(initial=1.0) + 1.0), params), {
+            "ccs_score": "ifd", "ifd_mean": round(float(s.mean()), 4), "ifd_at_least_1": int((s >= 1).sum()),
+            "scorer_seconds": round(time.perf_counter() - started, 2)}
     if params.method == "ifd":
         s = scoring.ifd(rows, domain, model, tok, params.scorer_max_length)
         key = np.where(s < 1.0, -s, np.inf)  # IFD >= 1 (the instruction does not help): last
@@ -356,6 +379,13 @@ def priorities(rows: list[dict], params: Condense, domain=None, scorer=None) -> 
                    "greedy_seconds": round(time.perf_counter() - t0, 2),
                    "craig_weight_max": int(weights.max()) if len(weights) else 0,
                    "craig_weight_median": float(np.median(weights)) if len(weights) else 0.0}
+
+
+def _ccs(difficulty: np.ndarray, params: Condense) -> np.ndarray:
+    from tasks.condensation.ccs import ccs_order
+
+    k = max(1, round(params.ratio * len(difficulty)))
+    return ccs_order(difficulty, k, params.ccs_strata, params.ccs_prune_hard, params.seed)
 
 
 def run(rows: list[dict], attributes: tuple[str, ...], params: Condense, *, domain=None, scorer=None,
@@ -382,10 +412,10 @@ def run(rows: list[dict], attributes: tuple[str, ...], params: Condense, *, doma
     dropped = dd.find_duplicates(pool, params.dedup, params.near_threshold, params.seed)
     alive = np.flatnonzero(dd.keep_mask(len(pool), dropped))
     cand = [pool[i] for i in alive]
-    order, scored = priorities(cand, params, domain, scorer)
     t0 = time.perf_counter()
     x_all = embed_texts([str(r.get("text", "")) for r in pool], params.embedding, params.seed)
     embed_seconds = time.perf_counter() - t0
+    order, scored = priorities(cand, params, domain, scorer, x_all[alive])
     # One BLAS thread: thousands of small mat-vecs, where threads only add synchronisation
     # (measured on 2 busy cores: 10,000 embeddings in 0.65 s vs 1.5-5.7 s with two threads).
     with threadpool_limits(1):

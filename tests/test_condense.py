@@ -1,5 +1,5 @@
 """Condense: exact budget, every group and label kept, deterministic per seed, fast at 10,000 rows;
-every method (random, kcenter, ifd, uncertainty, gradmatch), de-duplication, the ledger, augmentation."""
+every method (random, kcenter, ifd, uncertainty, gradmatch, prototype, ccs), de-duplication, the ledger, augmentation."""
 
 from __future__ import annotations
 
@@ -182,7 +182,7 @@ def test_main_writes_rows_and_report(tmp_path: Path):
 # ---- issue 7: every method, de-duplication, ledger, gradient sketches, augmentation ----------
 
 HEALTHCARE = get_domain("healthcare")
-METHODS = ("random", "kcenter", "ifd", "uncertainty", "gradmatch")
+METHODS = ("random", "kcenter", "ifd", "uncertainty", "gradmatch", "prototype", "ccs")
 
 
 @pytest.fixture(scope="module")
@@ -250,6 +250,49 @@ def test_score_methods_prefer_their_scores(scorer):
     below = s < 1
     assert s[inside & below].mean() > s[~inside & below].mean()
     assert report["scores"]["ifd_at_least_1"] == int((s >= 1).sum())
+
+
+def test_prototype_distance_and_direction():
+    """Distance to the nearest k-means centroid, recomputed; easy keeps near rows, hard far ones."""
+    from sklearn.cluster import KMeans
+    from sklearn.preprocessing import normalize
+
+    rows = make_rows(1200, rare=False)
+    x = cz.embed_texts([r["text"] for r in rows], "lsa", 0)
+    d = scoring.prototype_distance(x, 20, seed=0)
+    km = KMeans(n_clusters=20, n_init=1, random_state=0).fit(x)
+    c = normalize(km.cluster_centers_)
+    np.testing.assert_allclose(d, 1 - (x @ c.T).max(1), atol=1e-5)
+    assert d.min() >= -1e-6 and d.std() > 0.01
+    mean_kept = {}
+    for keep in ("easy", "hard"):
+        kept, report = cz.run(rows, ATTRS, Condense(method="prototype", ratio=0.2, prototype_clusters=20, prototype_keep=keep,
+                                                    dedup="none"))
+        ids = {r["id"] for r in kept}
+        mean_kept[keep] = d[[r["id"] in ids for r in rows]].mean()
+        assert report["scores"]["prototype_keep"] == keep and report["unmet_quotas"] == {}
+    assert mean_kept["easy"] < d.mean() - 0.02 < d.mean() + 0.02 < mean_kept["hard"]
+
+
+def test_ccs_covers_the_difficulty_range():
+    """Zheng et al.'s Alg. 1: small bins kept whole, the rest share the budget evenly; the hardest
+    prune_hard share never chosen; a permutation with the sample first."""
+    from tasks.condensation.ccs import ccs_order
+
+    rng = np.random.default_rng(0)
+    score = np.concatenate([rng.normal(0, 1, 9000), rng.uniform(4, 6, 1000)])  # skewed: a hard tail
+    order = ccs_order(score, 1000, strata=10, seed=0)
+    assert sorted(order.tolist()) == list(range(len(score)))
+    kept = order[:1000]
+    bins = np.clip(np.searchsorted(np.linspace(score.min(), score.max(), 11), score, side="right") - 1, 0, 9)
+    per_bin, sizes = np.bincount(bins[kept], minlength=10), np.bincount(bins, minlength=10)
+    fair = 1000 / (sizes > 0).sum()
+    assert ((per_bin == sizes) | (per_bin >= np.floor(fair) - 1)).all()  # small bins whole, others >= an even share
+    assert (per_bin[sizes > 0] > 0).all()
+    assert (score[kept] > 4).mean() > 2 * (score > 4).mean()  # the rare hard tail is over-sampled vs random
+    pruned = ccs_order(score, 1000, strata=10, prune_hard=0.05, seed=0)[:1000]
+    assert score[pruned].max() < np.sort(score)[-500]
+    assert (ccs_order(score, 1000, 10, 0.0, 1)[:1000] != kept).any()
 
 
 def test_uncertainty_without_signals_is_zero():

@@ -1,4 +1,5 @@
-"""Per-row priorities for selection: IFD with a small model (Superfiltering), teacher uncertainty.
+"""Per-row priorities for selection: IFD with a small model (Superfiltering), teacher uncertainty,
+self-supervised prototypicality.
 
 ifd          Instruction-Following Difficulty (Li et al., 2023, "From Quantity to Quality",
              arXiv:2308.12032): IFD(Q, A) = s(A | Q) / s(A), the mean cross-entropy of the answer
@@ -15,12 +16,22 @@ uncertainty  the teacher's own doubt from synthesis: mean over the signals prese
              teacher is unsure about lie near its decision boundary: the uncertainty-sampling rule
              of active learning (Lewis & Gale, 1994). A row without any signal scores 0.
 
-Both return a float per row; selection prefers higher scores (ties by the seeded order).
+prototype    Sorscher et al., 2022, "Beyond neural scaling laws: beating power law scaling via
+             data pruning" (NeurIPS, arXiv:2206.14486), their self-supervised prototype metric:
+             k-means over the row embeddings, difficulty = cosine distance to the nearest
+             centroid. Their theory and ImageNet runs: when the kept set is small, keep the
+             EASY (prototypical) rows; only with abundant data do the hard ones pay. So
+             `prototype_keep: easy` (default) ranks near-centroid rows first, `hard` far ones.
+
+ifd and uncertainty return a float per row, higher preferred; prototype_distance returns the
+distance, and tasks.condense orders by it ascending (easy) or descending (hard). Ties go by the
+seeded order.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import torch
@@ -47,6 +58,22 @@ def uncertainty(rows: list[dict]) -> np.ndarray:
     known = np.isfinite(parts)
     total = np.where(known, parts, 0.0).sum(0)
     return np.where(known.any(0), total / np.maximum(known.sum(0), 1), 0.0)
+
+
+def prototype_distance(x: np.ndarray, clusters: int = 0, seed: int = 0) -> np.ndarray:
+    """`(n,)` cosine distance of each L2-normalised row of `x` to its nearest k-means centroid.
+
+    `clusters` 0: round(sqrt(n)), our default (about sqrt(n) rows per cluster at any scale).
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.preprocessing import normalize
+
+    n = len(x)
+    k = min(n, clusters or max(1, round(math.sqrt(n))))
+    if n == 0 or k < 2:
+        return np.zeros(n)
+    centers = normalize(KMeans(n_clusters=k, n_init=1, random_state=seed).fit(x).cluster_centers_)
+    return 1.0 - (normalize(x) @ centers.T).max(1).astype(float)
 
 
 # ---------------------------------------------------------------------------------------------
