@@ -94,10 +94,9 @@ def main() -> None:
 
     # every arm in the order of the table: untrained, full (the arms below are read against it), then
     # each ratio's condensed and random arms, condensed lazily so the first arms train meanwhile
-    jobs = itertools.chain([("untrained", None, {"n": 0}), ("full", train_rows, {})],
+    jobs = itertools.chain([job for job in [("untrained", None, {"n": 0}), ("full", train_rows, {})] if job[0] not in reused],
                            ((name, kept, extra) for _, name, kept, extra in
                             subsets(train_rows, args.method, args.ratios, args.random_seeds, args.scorer_layers, set(reused))))
-    jobs = (job for job in jobs if job[0] not in reused)
     done: dict[str, dict] = dict(reused)
     order: list[str] = list(reused)
 
@@ -145,7 +144,8 @@ def load_reused(args) -> dict[str, dict]:
             if "correct_bits" not in a:
                 raise SystemExit(f"--reuse {path}: arm {name!r} has no per-question results (run before they were saved)")
             if name not in arms:
-                arms[name] = {**a, "correct": np.array([c == "1" for c in a.pop("correct_bits")]), "reused_from": path}
+                bits = a.pop("correct_bits")
+                arms[name] = {**a, "correct": np.array([c == "1" for c in bits]), "reused_from": path}
     if arms:
         print(f"reused {len(arms)} arms: {', '.join(arms)}", flush=True)
     return arms
@@ -188,20 +188,27 @@ def subsets(train_rows: list[dict], methods: str, ratios: str, random_seeds: str
     """(ratio, arm name, rows, report extras) of every condensed and random arm, 10% first:
     tasks.condense.run with each of `methods` (its quotas over label + qtype + kept-rationale
     strata and its de-duplication) and random (the same quotas, seeded order, no de-duplication).
-    Arms named in `skip` are not condensed (rows None)."""
+    Arms named in `skip` (reused) are neither condensed nor yielded."""
     for ratio in sorted([float(r) for r in ratios.split(",")], key=lambda r: abs(r - 0.1)):
         for method in methods.split(","):
-            if f"{method} {ratio:.0%}" in skip:
-                yield ratio, f"{method} {ratio:.0%}", None, {}
-                continue
-            kind, _, seed = method.partition("/s")  # "ccs/s1": ccs with selection seed 1 (default 0)
-            p = Condense(method=kind, ratio=ratio, seed=int(seed or 0), scorer_layers=scorer_layers)
-            kept, rep = cz.run(train_rows, ("qtype",), p, domain=cqa.CqaDomain())  # loads its scorer if it needs one
-            yield ratio, f"{method} {ratio:.0%}", kept, {"condense_seconds": rep["seconds"], "dropped": rep["ledger"]["dropped"],
-                                                         "cover_radius": rep["diversity"]["cover_radius"]}
+            if f"{method} {ratio:.0%}" not in skip:
+                kept, rep = cz.run(train_rows, ("qtype",), arm_params(method, ratio, scorer_layers),
+                                   domain=cqa.CqaDomain())  # loads its scorer if it needs one
+                yield ratio, f"{method} {ratio:.0%}", kept, {"condense_seconds": rep["seconds"], "dropped": rep["ledger"]["dropped"],
+                                                             "cover_radius": rep["diversity"]["cover_radius"]}
         for seed in [int(s) for s in random_seeds.split(",")]:
-            kept, rep = cz.run(train_rows, ("qtype",), Condense(method="random", ratio=ratio, seed=seed, dedup="none"))
-            yield ratio, f"random {ratio:.0%} s{seed}", kept, {"cover_radius": rep["diversity"]["cover_radius"]}
+            if f"random {ratio:.0%} s{seed}" not in skip:
+                kept, rep = cz.run(train_rows, ("qtype",), arm_params("random", ratio, draw=seed))
+                yield ratio, f"random {ratio:.0%} s{seed}", kept, {"cover_radius": rep["diversity"]["cover_radius"]}
+
+
+def arm_params(method: str, ratio: float, scorer_layers: int = 4, draw: int = 0) -> Condense:
+    """The Condense params of one arm: `method` as --method spells it ("ccs/s1": selection seed 1),
+    or "random" with seed `draw` (quotas, no de-duplication)."""
+    if method == "random":
+        return Condense(method="random", ratio=ratio, seed=draw, dedup="none")
+    kind, _, seed = method.partition("/s")
+    return Condense(method=kind, ratio=ratio, seed=int(seed or 0), scorer_layers=scorer_layers)
 
 
 def table(args, arms: dict, started: float) -> None:

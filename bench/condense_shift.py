@@ -21,16 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import cqa  # noqa: E402
+from bench.condense import arm_params  # noqa: E402
 from tasks import condense as cz  # noqa: E402
-from tasks.params import Condense  # noqa: E402
 
 
-def arm_params(name: str) -> Condense:
+def params_of(name: str):
     """'random 10% s2' / 'ccs/s1 10%' / 'kcenter 10%' -> the Condense params bench/condense.py used."""
-    if name.startswith("random "):
-        return Condense(method="random", ratio=0.1, seed=int(name.rsplit(" s", 1)[1]), dedup="none")
-    kind, _, seed = name.rsplit(" ", 1)[0].partition("/s")
-    return Condense(method=kind, ratio=0.1, seed=int(seed or 0))
+    method, pct, *draw = name.split(" ")
+    return arm_params(method, float(pct.rstrip("%")) / 100, draw=int(draw[0][1:]) if draw else 0)
 
 
 def main() -> None:
@@ -54,7 +52,7 @@ def main() -> None:
     index = {r["id"]: i for i, r in enumerate(train)}
     rows = []
     for name in ["full"] + args.arms.split(","):
-        kept = train if name == "full" else cz.run(train, ("qtype",), arm_params(name), domain=cqa.CqaDomain())[0]
+        kept = train if name == "full" else cz.run(train, ("qtype",), params_of(name), domain=cqa.CqaDomain())[0]
         s = x_train[[index[r["id"]] for r in kept]]
         mmd2 = kernel_mean(s, s) + test_term - 2 * kernel_mean(s, x_test)
         rows.append((name, mmd2, accuracy.get(name, float("nan"))))

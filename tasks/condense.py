@@ -338,12 +338,11 @@ def priorities(rows: list[dict], params: Condense, domain=None, scorer=None,
         if x is None:
             raise ValueError(f"condense.method={params.method} needs the rows' embeddings")
         d = prototype_distance(x, params.prototype_clusters, params.seed)
+        report = {"distance_mean": round(float(d.mean()), 4) if len(d) else None}
         if params.method == "ccs":
-            return _ccs(d, params), {"ccs_score": "prototype", "distance_mean": round(float(d.mean()), 4) if len(d) else None}
+            return _ccs(d, params), {"ccs_score": "prototype", **report}
         key = d if params.prototype_keep == "easy" else -d
-        order = tie[np.argsort(key[tie], kind="stable")]
-        return order, {"prototype_keep": params.prototype_keep,
-                       "distance_mean": round(float(d.mean()), 4) if len(d) else None}
+        return tie[np.argsort(key[tie], kind="stable")], {"prototype_keep": params.prototype_keep, **report}
     if params.method == "uncertainty":
         from tasks.condensation.scoring import uncertainty
 
@@ -357,17 +356,14 @@ def priorities(rows: list[dict], params: Condense, domain=None, scorer=None,
 
     started = time.perf_counter()
     model, tok = scorer if scorer is not None else scoring.load_scorer(params.scorer, params.scorer_layers)
-    if params.method == "ccs":  # ccs_score ifd: misaligned pairs (IFD >= 1) count as the hardest
+    if params.method in ("ifd", "ccs"):  # ccs here: ccs_score ifd
         s = scoring.ifd(rows, domain, model, tok, params.scorer_max_length)
-        return _ccs(np.where(s < 1.0, s, s.max(initial=1.0) + 1.0), params), {
-            "ccs_score": "ifd", "ifd_mean": round(float(s.mean()), 4), "ifd_at_least_1": int((s >= 1).sum()),
-            "scorer_seconds": round(time.perf_counter() - started, 2)}
-    if params.method == "ifd":
-        s = scoring.ifd(rows, domain, model, tok, params.scorer_max_length)
+        report = {"ifd_mean": round(float(s.mean()), 4), "ifd_at_least_1": int((s >= 1).sum()),
+                  "scorer_seconds": round(time.perf_counter() - started, 2)}
+        if params.method == "ccs":  # misaligned pairs (IFD >= 1) join the hardest bin without stretching the range
+            return _ccs(np.minimum(s, 1.0), params), {"ccs_score": "ifd", **report}
         key = np.where(s < 1.0, -s, np.inf)  # IFD >= 1 (the instruction does not help): last
-        order = tie[np.argsort(key[tie], kind="stable")]
-        return order, {"ifd_mean": round(float(s.mean()), 4), "ifd_at_least_1": int((s >= 1).sum()),
-                       "scorer_seconds": round(time.perf_counter() - started, 2)}
+        return tie[np.argsort(key[tie], kind="stable")], report
     pairs = gradmatch.label_pairs(domain, tok, rows, params.scorer_max_length)
     g = gradmatch.gradient_sketches(model, pairs, tok.pad_token_id, params.seed)
     t0 = time.perf_counter()

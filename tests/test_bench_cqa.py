@@ -95,12 +95,9 @@ def test_condense_bench_table_reuses_arms_exactly(tmp_path):
     the mean-of-draws comparison is the mean of the per-draw differences, and another training
     setup is refused. No model: arms are per-question results."""
     import argparse
-    import importlib.util
     import json
 
-    spec = importlib.util.spec_from_file_location("condense_bench", Path(__file__).resolve().parents[1] / "bench" / "condense.py")
-    cb = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cb)
+    from bench import condense as cb
     rng = np.random.default_rng(0)
     setup = dict(steps=400, batch=8, lr=3e-4, rationale_weight=0.5, rationale_tokens=64, cache_at=24, train_top=6,
                  n_test=0, seed=0, boot=300, ratios="0.1", random_seeds="0,1,2")

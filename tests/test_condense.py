@@ -295,6 +295,13 @@ def test_ccs_covers_the_difficulty_range():
     assert (ccs_order(score, 1000, 10, 0.0, 1)[:1000] != kept).any()
 
 
+def test_ccs_over_ifd_keeps_quotas(scorer):
+    rows = make_rows(600)
+    kept, report = cz.run(rows, ATTRS, Condense(method="ccs", ccs_score="ifd", ratio=0.1), domain=HEALTHCARE, scorer=scorer)
+    assert len(kept) == 60 and report["unmet_quotas"] == {}
+    assert report["scores"]["ccs_score"] == "ifd" and report["scores"]["ifd_mean"] > 0
+
+
 def test_uncertainty_without_signals_is_zero():
     assert scoring.uncertainty([{"agreement": None}, {}]).tolist() == [0.0, 0.0]
     u = scoring.uncertainty([{"agreement": 1.0, "teacher_confidence": 1.0}, {"agreement": 0.5}])
