@@ -83,7 +83,8 @@ def main() -> None:
     ap.add_argument("--cache-at", type=int, default=24, help="bottom blocks frozen and cached (bench/cqa.py)")
     ap.add_argument("--train-top", type=int, default=2, help="top blocks trained")
     ap.add_argument("--n-test", type=int, default=200, help="first N test questions (0: all 1,221)")
-    ap.add_argument("--random-seeds", default="0", help="seeds of the random arms, e.g. 0,1")
+    ap.add_argument("--random-seeds", default="0",
+                    help="seeds of the random arms at every ratio, e.g. 0,1; '0,1;0.1=0,1,2,3': four draws at 10%%, two elsewhere")
     ap.add_argument("--seed", type=int, default=0, help="training seed of every arm")
     ap.add_argument("--boot", type=int, default=2000)
     ap.add_argument("--out", default="bench/results/condense-cqa.json")
@@ -223,9 +224,22 @@ def subsets(train_rows: list[dict], methods: str, ratios: str, random_seeds: str
                                domain=cqa.CqaDomain())  # loads its scorer if it needs one
             yield ratio, f"{method} {ratio:.0%}", kept, {"condense_seconds": rep["seconds"], "dropped": rep["ledger"]["dropped"],
                                                          "cover_radius": rep["diversity"]["cover_radius"]}
-        for seed in [int(s) for s in filter(None, random_seeds.split(","))]:
+        for seed in draws(random_seeds, ratio):
             kept, rep = cz.run(train_rows, ("qtype",), arm_params("random", ratio, draw=seed))
             yield ratio, f"random {ratio:.0%} s{seed}", kept, {"cover_radius": rep["diversity"]["cover_radius"]}
+
+
+def draws(random_seeds: str, ratio: float) -> list[int]:
+    """The random seeds at `ratio` from --random-seeds: "0,1" at every ratio, "0,1;0.1=0,1,2,3"
+    four at 10% and two elsewhere (more draws where the verdict is read)."""
+    default, at = "", {}
+    for part in filter(None, (p.strip() for p in random_seeds.split(";"))):
+        r, eq, seeds = part.rpartition("=")
+        if eq:
+            at[round(float(r), 6)] = seeds
+        else:
+            default = seeds
+    return [int(s) for s in filter(None, at.get(round(ratio, 6), default).split(","))]
 
 
 def arm_params(method: str, ratio: float, scorer_layers: int = 4, draw: int = 0) -> Condense:

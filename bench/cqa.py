@@ -58,7 +58,7 @@ from tasks.params import load_params
 from tasks.teachers.replay import load_step_by_step
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "distill_step_by_step"
+DATA = Path(os.environ.get("STILLHOUSE_SHARED_DATA", ROOT.parent / "shared" / "data")) / "distill_step_by_step"
 LETTERS = "abcde"
 ANSWER = "Answer:"
 WH = ("what", "where", "why", "how", "who", "when", "which")
@@ -168,20 +168,26 @@ class Kit:
     """Tokenizer, frozen bottom blocks with their state cache, and fresh students (see module doc)."""
 
     def __init__(self, cache_at: int = 24, train_top: int = 2, cache_file: str | Path | None = "default",
-                 batch_size: int = 16, model: str | None = None):
+                 batch_size: int = 16, model: str | None = None, device: str = "cpu"):
         self.path = models.resolve_model(model or load_params(ROOT / "params.yaml").synthesize.teacher)
         self.tok = models.load_tokenizer(self.path)
+        self.device = torch.device(device)
         self.base = models.load_causal_lm(self.path, "float32", "cpu")
         self.base.eval()
         n = self.base.config.num_hidden_layers
         if not 0 < train_top <= n - cache_at:
             raise ValueError(f"cqa: train_top {train_top} must be in 1..{n - cache_at} (blocks above cache_at {cache_at})")
+        if cache_at and self.device.type != "cpu":
+            raise ValueError("cqa: the bottom-state cache runs on the CPU; use cache_at 0 on another device")
         self.cache_at, self.train_top, self.n_layers, self.batch_size = cache_at, train_top, n, batch_size
-        self.bottom = st.drop_layers(self.base, list(range(cache_at))).model
-        self.bottom.norm = torch.nn.Identity()  # the residual stream entering block cache_at, un-normed
-        for p in self.bottom.parameters():
-            p.requires_grad = False
-        self.bottom.eval()
+        if cache_at == 0:  # no cache: plain students (the whole student trained when train_top = n)
+            cache_file = None
+        else:
+            self.bottom = st.drop_layers(self.base, list(range(cache_at))).model
+            self.bottom.norm = torch.nn.Identity()  # the residual stream entering block cache_at, un-normed
+            for p in self.bottom.parameters():
+                p.requires_grad = False
+            self.bottom.eval()
         if cache_file == "default":
             cache_file = CACHE / f"{Path(self.path).name}-bottom{cache_at}.pt"
         self.cache_file = Path(cache_file) if cache_file else None
@@ -281,19 +287,25 @@ class Kit:
         """A fresh student: blocks cache_at..29 over the cached bottom; the top train_top blocks and
         the final norm trainable (float32), everything else frozen."""
         model = st.drop_layers(self.base, list(range(self.cache_at, self.n_layers))).float()
+        whole = self.train_top == self.n_layers  # the whole student: embedding (tied head) too
         for p in model.parameters():
-            p.requires_grad = False
+            p.requires_grad = whole
         layers = model.model.layers
         for block in list(layers)[len(layers) - self.train_top :]:
             for p in block.parameters():
                 p.requires_grad = True
         for p in model.model.norm.parameters():
             p.requires_grad = True
-        model.model = CachedTop(model.model, self)
-        return model
+        if self.cache_at:
+            model.model = CachedTop(model.model, self)
+        return model.to(self.device)
 
     def describe(self) -> str:
         first_trained = self.n_layers - self.train_top
+        if self.cache_at == 0:
+            trained = "all blocks, embedding (tied head) and final norm" if first_trained == 0 else \
+                f"0-{first_trained - 1} frozen, {first_trained}-{self.n_layers - 1} + final norm"
+            return f"{Path(self.path).name}, {self.n_layers} blocks, no cache: {trained} trained, on {self.device}"
         middle = f"{self.cache_at}-{first_trained - 1} frozen, " if first_trained > self.cache_at else ""
         return (f"{Path(self.path).name}, {self.n_layers} blocks: 0-{self.cache_at - 1} frozen + cached, {middle}"
                 f"{first_trained}-{self.n_layers - 1} + final norm trained, tied head frozen")
@@ -326,7 +338,9 @@ class Kit:
     def score(self, model, rows: list[dict], batch_size: int = 16, desc: str = "score") -> dict[str, np.ndarray]:
         """Per question: `correct` (cloze argmax == gold), `letter_correct`, `gold_logprob`,
         `margin` (gold minus best wrong choice), `choice_logprob` (n, 5). `model` a Kit student."""
-        top = model.model.top
+        cached = isinstance(model.model, CachedTop)
+        top = model.model.top if cached else model.model
+        device = next(model.parameters()).device
         weight = model.get_output_embeddings().weight.float()
         packs = [self.packed(r) for r in rows]
         n = len(rows)
@@ -337,16 +351,24 @@ class Kit:
         for s in tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False):
             idx = order[s : s + batch_size]
             seqs = [packs[i][0] for i in idx]
-            states = self.bottom_states(seqs, [(packs[i][1], packs[i][2]) for i in idx])
             width = max(map(len, seqs))
-            h = torch.zeros(len(idx), width, states[0].shape[-1])
             mask = torch.eye(width, dtype=torch.bool).repeat(len(idx), 1, 1, 1)
             pos = torch.zeros(len(idx), width, dtype=torch.long)
             for b, i in enumerate(idx):
                 L = len(seqs[b])
-                h[b, :L], mask[b, 0, :L, :L], pos[b, :L] = states[b], packs[i][1], packs[i][2]
-            with autocast("cpu"):
-                out = top(inputs_embeds=h, attention_mask=mask, position_ids=pos)[0].float()
+                mask[b, 0, :L, :L], pos[b, :L] = packs[i][1], packs[i][2]
+            if cached:
+                states = self.bottom_states(seqs, [(packs[i][1], packs[i][2]) for i in idx])
+                inputs = {"inputs_embeds": torch.zeros(len(idx), width, states[0].shape[-1])}
+                for b, state in enumerate(states):
+                    inputs["inputs_embeds"][b, : len(state)] = state
+            else:
+                inputs = {"input_ids": torch.full((len(idx), width), self.tok.pad_token_id)}
+                for b, seq in enumerate(seqs):
+                    inputs["input_ids"][b, : len(seq)] = torch.tensor(seq)
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+            with autocast(device):
+                out = top(**inputs, attention_mask=mask.to(device), position_ids=pos.to(device))[0].float()
             for b, i in enumerate(idx):
                 spans = packs[i][3]
                 head_end = spans[0][0] - 1  # the last prompt token predicts every branch's first token
@@ -354,7 +376,7 @@ class Kit:
                     at = [head_end] + list(range(start, start + len(toks) - 1))
                     logp = torch.log_softmax(out[b, at] @ weight.T, -1)
                     if j < 5:
-                        choice_lp[i, j] = float(logp[torch.arange(len(toks)), torch.tensor(toks)].sum())
+                        choice_lp[i, j] = float(logp[torch.arange(len(toks)), torch.tensor(toks, device=device)].sum())
                     else:
                         letter_pick[i] = int(torch.log_softmax(out[b, start + len(toks) - 1] @ weight.T, -1)[self.letter_ids].argmax())
         gold = np.array([r["gold"] for r in rows])

@@ -3,6 +3,8 @@
     taskset -c 0 env OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/distill_sbs.py \\
         --steps 60 --seeds 0,1 --n-test 400            # the run in bench/results/distill_sbs.json (see "args")
     ... bench/distill_sbs.py --steps 20 --seeds 0 --n-test 100                     # a quick look
+    python bench/distill_sbs.py --device cuda --cache-at 0 --train-top 30 --steps 1218 --lr 5e-5 \
+        --seeds 0 --n-test 0                # on a GPU: the whole student, no cache (~7 steps/s on an H100)
 
 Data, prompt format, scorer and student: bench/cqa.py (shared with bench/condense.py). In short:
 9,741 train / 1,221 test CommonsenseQA questions with PaLM-540B rationales (Hsieh et al., 2023,
@@ -54,8 +56,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--rationale-weight", type=float, default=0.5)
     ap.add_argument("--rationale-tokens", type=int, default=64)
-    ap.add_argument("--cache-at", type=int, default=24, help="bottom blocks frozen and cached (bench/cqa.py)")
-    ap.add_argument("--train-top", type=int, default=2, help="top blocks trained")
+    ap.add_argument("--cache-at", type=int, default=24, help="bottom blocks frozen and cached (bench/cqa.py); 0: no cache")
+    ap.add_argument("--train-top", type=int, default=2, help="top blocks trained (30 with --cache-at 0: the whole student)")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda with --cache-at 0 (the cache runs on the CPU)")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--n-test", type=int, default=400, help="first N test questions (0: all 1,221)")
     ap.add_argument("--n-train", type=int, default=0,
@@ -64,7 +67,7 @@ def main() -> None:
     args = ap.parse_args()
     started = time.perf_counter()
 
-    kit = cqa.Kit(args.cache_at, args.train_top)
+    kit = cqa.Kit(args.cache_at, args.train_top, device=args.device)
     train_rows, test_rows = cqa.load_rows("train"), cqa.load_rows("test", args.n_test)
     if args.n_train:
         keep = np.random.default_rng(0).choice(len(train_rows), size=args.n_train, replace=False)
@@ -76,7 +79,7 @@ def main() -> None:
     init = kit.score(kit.student(), test_rows, desc="score untrained")
     kit.save_cache()
     print(f"untrained: accuracy {init['correct'].mean():.4f} (letter scorer {init['letter_correct'].mean():.4f})", flush=True)
-    result = {"args": vars(args), "student": kit.describe(), "scorer": "cloze: sum log-prob of 'Answer: <choice>' + end-of-turn, argmax of 5",
+    result = {"args": vars(args), "student": kit.describe(), "device": device_name(kit.device), "scorer": "cloze: sum log-prob of 'Answer: <choice>' + end-of-turn, argmax of 5",
               "n_train": len(pools[ds.LABEL]), "n_rationales": len(pools[ds.RATIONALE]), "n_test": len(test_rows),
               "init_accuracy": float(init["correct"].mean()), "init_letter_accuracy": float(init["letter_correct"].mean()),
               "load_avg_start": load0, "runs": []}
@@ -121,6 +124,12 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     plot(result, out.with_suffix(".png"))
+
+
+def device_name(device) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def plot(result: dict, path: Path) -> None:

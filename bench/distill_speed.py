@@ -2,6 +2,7 @@
 
     python bench/distill_speed.py                         # 8 steps of 8 x 384 tokens per arm
     python bench/distill_speed.py --steps 4 --batch-size 4  # a quick look
+    python bench/distill_speed.py --device cuda --steps 20    # on a GPU: peak GPU memory instead of RSS
 
 Workload: the distill stage's shape on real domain text: PubMedQA prompts (question + abstract,
 ~300-400 tokens) with the expert LONG_ANSWER as the assistant target (~50 tokens); teacher
@@ -20,6 +21,9 @@ parent asserts the two loss values agree (the engine runs its blocks under bf16 
 within `--rtol`); then each trains `--steps` steps over the same `steps x batch` examples
 (each seen once, so the engine's memoised teacher logits never hit) and reports tokens/s
 (attended tokens / wall seconds, model loading excluded). Writes bench/results/distill_speed.json and .png.
+With `--device cuda` the memory figure is the peak GPU memory the process allocated
+(torch.cuda.max_memory_allocated) and "after loading" the models' share of it; the engine runs
+under bf16 autocast there, the naive arm in float32 (TF32 matmuls off, PyTorch's default).
 """
 
 from __future__ import annotations
@@ -43,12 +47,20 @@ from tasks import student as st
 from tasks.params import Distill, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBMEDQA = ROOT.parent / "shared" / "data" / "pubmedqa"
+PUBMEDQA = Path(os.environ.get("STILLHOUSE_SHARED_DATA", ROOT.parent / "shared" / "data")) / "pubmedqa"
 RESULTS = ROOT / "bench" / "results"
 
 
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_mb(device: str) -> float:
+    """The process's memory high-water mark on `device`: peak RSS, or peak allocated GPU memory."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / 2**20
+    return rss_mb()
 
 
 def examples(tok, n: int, max_length: int) -> list[ds.Example]:
@@ -80,18 +92,21 @@ def naive_loss(student, teacher, batch: dict, params: Distill) -> torch.Tensor:
 
 def naive_train(student, teacher, pool: list[ds.Example], params: Distill, pad_id: int) -> tuple[float, float]:
     """The same steps as distill.train (AdamW, clip 1.0), one batch after another; (seconds, first loss)."""
+    device = next(student.parameters()).device
     opt = torch.optim.AdamW(student.parameters(), lr=params.lr, weight_decay=0.0)
     order = pool[:]
     random.Random(params.seed).shuffle(order)
     start, first = time.perf_counter(), None
     for i in range(params.steps):
-        batch = ds.collate(order[i * params.batch_size : (i + 1) * params.batch_size], pad_id, "cpu")
+        batch = ds.collate(order[i * params.batch_size : (i + 1) * params.batch_size], pad_id, device)
         loss = naive_loss(student, teacher, batch, params)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         opt.step()
         first = float(loss) if first is None else first
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - start, first
 
 
@@ -103,11 +118,11 @@ def child(arm: str, args) -> dict:
     check, train = pool[: args.batch_size], pool[args.batch_size :]
     params = Distill(steps=args.steps, batch_size=args.batch_size, max_length=args.max_length, lr=1e-4,
                      temperature=2.0, kd_weight=0.5, ce_weight=0.5, seed=0)
-    teacher = models.load_causal_lm(path, "float32", "cpu")
+    teacher = models.load_causal_lm(path, "float32", args.device)
     student, probe = st.init_student(teacher, params), st.init_student(teacher, params)
-    if arm == "engine":
-        teacher = teacher.to(models.DTYPES[models.resolve_dtype("auto", "cpu")])  # what distill.run does: the teacher only infers
-    loaded = rss_mb()
+    if arm == "engine":  # what distill.run does: the teacher only infers
+        teacher = teacher.to(models.DTYPES[models.resolve_dtype("auto", args.device)])
+    loaded = peak_mb(args.device)
     # Both arms: one training step of a copy of the initial student on exactly the check batch;
     # the loss it reports is computed before the update. It also warms both arms up alike.
     one = params.model_copy(update={"steps": 1})
@@ -125,7 +140,8 @@ def child(arm: str, args) -> dict:
         seconds = time.perf_counter() - start
     return {"arm": arm, "check_loss": check_loss, "seconds": seconds, "tokens": tokens,
             "target_tokens": sum(len(e.target_ids) for e in train), "tokens_per_s": tokens / seconds,
-            "rss_after_load_mb": loaded, "peak_rss_mb": rss_mb(), "threads": torch.get_num_threads()}
+            "rss_after_load_mb": loaded, "peak_rss_mb": peak_mb(args.device), "threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"}
 
 
 def main() -> None:
@@ -134,6 +150,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=384)  # the stage's params.yaml max_length
     ap.add_argument("--rtol", type=float, default=0.02)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (memory: peak RSS, or peak GPU memory allocated)")
     ap.add_argument("--child", choices=["naive", "engine"])
     ap.add_argument("--out", default=str(RESULTS / "distill_speed"))
     args = ap.parse_args()
@@ -142,10 +159,11 @@ def main() -> None:
         return
 
     load0 = os.getloadavg()[0]
+    mem = "peak GPU memory" if args.device.startswith("cuda") else "peak RSS"
     runs = {}
     for arm in ("naive", "engine"):
         cmd = [sys.executable, __file__, "--child", arm, "--steps", str(args.steps), "--batch-size",
-               str(args.batch_size), "--max-length", str(args.max_length)]
+               str(args.batch_size), "--max-length", str(args.max_length), "--device", args.device]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # failures reported below
         lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
         if proc.returncode or not lines:
@@ -153,7 +171,7 @@ def main() -> None:
         runs[arm] = json.loads(lines[-1][len("RESULT "):])
         r = runs[arm]
         print(f"{arm:>6}: {r['tokens_per_s']:7.1f} tokens/s ({r['tokens']} tokens, {r['target_tokens']} targets, "
-              f"{r['seconds']:.1f} s)  peak RSS {r['peak_rss_mb']:7.0f} MB (after loading {r['rss_after_load_mb']:.0f} MB)  "
+              f"{r['seconds']:.1f} s)  {mem} {r['peak_rss_mb']:7.0f} MB (after loading {r['rss_after_load_mb']:.0f} MB)  "
               f"check-batch loss {r['check_loss']:.4f}  load {os.getloadavg()[0]:.1f}")
     n, e = runs["naive"], runs["engine"]
     close = abs(e["check_loss"] - n["check_loss"]) <= args.rtol * abs(n["check_loss"])
@@ -162,7 +180,7 @@ def main() -> None:
     result = {"args": vars(args), "runs": runs, "speedup": speed, "peak_rss_ratio": memory,
               "training_rss_ratio": train_mem, "loss_close": close, "load_avg_start": load0,
               "load_avg_end": os.getloadavg()[0]}
-    print(f"engine / naive: {speed:.2f}x tokens/s (target >= 1.8x), peak RSS {100 * memory:.0f}% of naive "
+    print(f"engine / naive: {speed:.2f}x tokens/s (target >= 1.8x), {mem} {100 * memory:.0f}% of naive "
           f"(target <= 70%; training's increment over the loaded models {100 * train_mem:.0f}%); check-batch "
           f"loss {e['check_loss']:.4f} vs {n['check_loss']:.4f} (|diff| {abs(e['check_loss'] - n['check_loss']):.4f})")
     out = Path(args.out)
@@ -185,7 +203,8 @@ def plot(result: dict, path: Path) -> None:
     a.set(ylabel="tokens / s", title=f"throughput ({result['speedup']:.2f}x)")
     b.bar(arms, [runs[x]["peak_rss_mb"] for x in arms], color=["grey", "C0"], label="peak")
     b.bar(arms, [runs[x]["rss_after_load_mb"] for x in arms], color="lightgrey", label="after loading models")
-    b.set(ylabel="peak RSS (MB)", title=f"memory ({100 * result['peak_rss_ratio']:.0f}% of naive)")
+    gpu = result["args"].get("device", "cpu").startswith("cuda")
+    b.set(ylabel=f"peak {'GPU memory allocated' if gpu else 'RSS'} (MB)", title=f"memory ({100 * result['peak_rss_ratio']:.0f}% of naive)")
     b.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)

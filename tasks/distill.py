@@ -258,6 +258,8 @@ def run(
         "teacher_direct_accuracy": _accuracy(direct),
         "student_before_accuracy": _accuracy(before),
         "student_accuracy": _accuracy(after),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "processes": dist.world,
         "train_seconds": round(train_seconds, 3),
         "seconds_per_step": round(train_seconds / steps_run, 4),
         "tokens_per_second": round(tokens / train_seconds, 1) if train_seconds else None,

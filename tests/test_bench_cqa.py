@@ -46,6 +46,19 @@ def test_cached_student_and_packed_scorer_match_the_full_model(kit):
     assert again.encoded_tokens == 0
 
 
+def test_uncached_whole_student_scores_as_the_cached_one_and_trains_everything(kit):
+    """cache_at 0 (the GPU mode of distill_sbs.py): plain students, the same scorer's numbers."""
+    rows = cqa.load_rows("test", 5)
+    whole = cqa.Kit(cache_at=0, train_top=kit.n_layers, model=kit.path)
+    assert whole.cache_file is None and "no cache" in whole.describe()
+    np.testing.assert_allclose(whole.score(whole.student(), rows)["choice_logprob"],
+                               kit.score(kit.student(), rows)["choice_logprob"], atol=1e-3)
+    student = whole.student()
+    assert all(p.requires_grad for p in student.parameters())  # embedding (tied head) included
+    with pytest.raises(ValueError, match="cache_at 0"):
+        cqa.Kit(cache_at=1, train_top=1, model=kit.path, device="meta")
+
+
 def test_training_moves_only_the_top_blocks(kit):
     rows = cqa.load_rows("train", 12)
     student = kit.student()
@@ -135,3 +148,10 @@ def test_condense_bench_reuses_an_arm_only_for_the_same_rows():
     assert not cb.same_rows({"name": "random 10% s0", "n": 3}, rows[:3])  # no digest: cannot tell
     assert cb.same_rows({"name": "full", "n": 10}, rows) and cb.same_rows({"name": "untrained", "n": 0}, [])
     assert not cb.same_rows({"name": "full", "n": 9}, rows)
+
+
+def test_condense_bench_random_draws_per_ratio():
+    from bench import condense as cb
+    assert cb.draws("0,1", 0.05) == [0, 1] and cb.draws("", 0.1) == []
+    assert cb.draws("0,1;0.1=0,1,2,3", 0.1) == [0, 1, 2, 3] and cb.draws("0,1;0.1=0,1,2,3", 0.2) == [0, 1]
+    assert cb.draws("0.05=3", 0.05) == [3] and cb.draws("0.05=3", 0.1) == []
