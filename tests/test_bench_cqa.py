@@ -155,3 +155,34 @@ def test_condense_bench_random_draws_per_ratio():
     assert cb.draws("0,1", 0.05) == [0, 1] and cb.draws("", 0.1) == []
     assert cb.draws("0,1;0.1=0,1,2,3", 0.1) == [0, 1, 2, 3] and cb.draws("0,1;0.1=0,1,2,3", 0.2) == [0, 1]
     assert cb.draws("0.05=3", 0.05) == [3] and cb.draws("0.05=3", 0.1) == []
+
+
+def test_condense_bench_reads_a_method_over_its_selection_seeds(tmp_path):
+    """Seeds of one method ("m", "m/s1", "m/s2") are also read together: their mean accuracy against
+    the mean random draw, and the 10% target on that mean (one lucky seed does not meet it)."""
+    import argparse
+    import json
+
+    from bench import condense as cb
+    rng = np.random.default_rng(1)
+    n = 1000
+    arms = {}
+    for name, p in [("untrained", 0.2), ("full", 0.3), ("m 10%", 0.31), ("m/s1 10%", 0.22), ("m/s2 10%", 0.25),
+                    ("random 10% s0", 0.26), ("random 10% s1", 0.27)]:
+        c = rng.random(n) < p
+        arms[name] = dict(name=name, n=1, correct=c, accuracy=float(c.mean()), gold_logprob=-1.0, student="s")
+    args = argparse.Namespace(method="m,m/s1,m/s2", out=str(tmp_path / "t.json"), reuse="", steps=400, batch=8, lr=3e-4,
+                              rationale_weight=0.5, rationale_tokens=64, cache_at=24, train_top=6, n_test=0, seed=0,
+                              boot=300, ratios="0.1", random_seeds="0,1")
+    cb.table(args, arms, 0.0)
+    written = json.loads((tmp_path / "t.json").read_text())
+    over = written["versus_random"]["m 10% over 3 seeds"]
+    seeds_mean = np.mean([arms[k]["accuracy"] for k in ("m 10%", "m/s1 10%", "m/s2 10%")])
+    gain = arms["full"]["accuracy"] - arms["untrained"]["accuracy"]
+    assert over["accuracy"] == pytest.approx(seeds_mean)
+    assert over["retained"] == pytest.approx((seeds_mean - arms["untrained"]["accuracy"]) / gain)
+    assert over["minus_random"] == pytest.approx(seeds_mean - np.mean([arms[f"random 10% s{i}"]["accuracy"] for i in (0, 1)]))
+    assert over["ci95"][0] < over["minus_random"] < over["ci95"][1]
+    assert written["target"]["m"]["met"]  # seed 0 alone: lucky
+    assert not written["target"]["m over seeds"]["met"] and written["target"]["m over seeds"]["seeds"] == 3
+    assert "m/s1 over seeds" not in written["target"]
