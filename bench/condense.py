@@ -268,40 +268,51 @@ def table(args, arms: dict, started: float) -> None:
     rng = np.random.default_rng(0)  # paired bootstrap over test questions: one resample set for all arms
     n_test = len(arms["untrained"]["correct"])
     boots = rng.integers(0, n_test, size=(args.boot, n_test))
+
+    def resampled(*group) -> np.ndarray:
+        """Accuracy in every bootstrap resample, averaged over the arms of `group` (the expected draw)."""
+        return np.mean([a["correct"][boots].mean(1) for a in group], axis=0)
+
+    def ci95(x: np.ndarray, percentile=np.percentile) -> list[float]:
+        return [float(percentile(x, 2.5)), float(percentile(x, 97.5))]
+
     base, full = arms["untrained"], arms["full"]
-    full_b = full["correct"][boots].mean(1) - base["correct"][boots].mean(1)
+    base_b, full_gain = resampled(base), full["accuracy"] - base["accuracy"]
+    full_b = resampled(full) - base_b
+
+    def retained(acc: float, acc_b: np.ndarray) -> tuple[float, list[float]]:
+        """Share of the full-data gain an accuracy keeps, with its CI."""
+        ret_b = (acc_b - base_b) / np.where(full_b == 0, np.nan, full_b)
+        return (acc - base["accuracy"]) / full_gain if full_gain else float("nan"), ci95(ret_b, np.nanpercentile)
+
     lines = ["| arm | rows | accuracy (95% CI) | gain vs untrained (95% CI) | retained of full gain (95% CI) | gold log-prob | train s |",
              "|---|---|---|---|---|---|---|"]
     for name, a in arms.items():
-        acc_b = a["correct"][boots].mean(1)
-        gain_b = acc_b - base["correct"][boots].mean(1)
-        gain, full_gain = a["accuracy"] - base["accuracy"], full["accuracy"] - base["accuracy"]
-        ret_b = gain_b / np.where(full_b == 0, np.nan, full_b)
-        a.update(gain=gain, gain_ci=[float(np.percentile(gain_b, 2.5)), float(np.percentile(gain_b, 97.5))],
-                 retained=gain / full_gain if full_gain else float("nan"),
-                 retained_ci=[float(np.nanpercentile(ret_b, 2.5)), float(np.nanpercentile(ret_b, 97.5))],
-                 accuracy_ci=[float(np.percentile(acc_b, 2.5)), float(np.percentile(acc_b, 97.5))])
+        acc_b = resampled(a)
+        ret, ret_ci = retained(a["accuracy"], acc_b)
+        a.update(gain=a["accuracy"] - base["accuracy"], gain_ci=ci95(acc_b - base_b), retained=ret, retained_ci=ret_ci,
+                 accuracy_ci=ci95(acc_b))
         lines.append(f"| {name}{' (reused)' if a.get('reused_from') else ''} | {a['n']} | {a['accuracy']:.4f} ({a['accuracy_ci'][0]:.3f}-{a['accuracy_ci'][1]:.3f}) | "
-                     f"{gain:+.4f} ({a['gain_ci'][0]:+.3f} to {a['gain_ci'][1]:+.3f}) | {a['retained']:.2f} "
+                     f"{a['gain']:+.4f} ({a['gain_ci'][0]:+.3f} to {a['gain_ci'][1]:+.3f}) | {a['retained']:.2f} "
                      f"({a['retained_ci'][0]:.2f} to {a['retained_ci'][1]:.2f}) | {a['gold_logprob']:.3f} | {a.get('train_seconds', '')} |")
     verdicts, target = {}, {}
+    ratios = [float(r) for r in args.ratios.split(",")]
+    draws_at = {ratio: [v for k, v in arms.items() if k.startswith(f"random {ratio:.0%} ")] for ratio in ratios}
     # every condensed arm in the table (this run's methods and reused ones), each against every random draw
     methods = list(dict.fromkeys(n.rsplit(" ", 1)[0] for n in arms if n not in ("untrained", "full") and not n.startswith("random ")))
     for method in methods:
-        for ratio in [float(r) for r in args.ratios.split(",")]:
-            c, rs = arms.get(f"{method} {ratio:.0%}"), [v for k, v in arms.items() if k.startswith(f"random {ratio:.0%} ")]
+        for ratio in ratios:
+            c, rs = arms.get(f"{method} {ratio:.0%}"), draws_at[ratio]
             if c is None:
                 continue
             for r in rs:
                 seed = r["name"].rsplit(" s", 1)[1]
-                diff = c["correct"][boots].mean(1) - r["correct"][boots].mean(1)
-                ci = [float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))]
+                ci = ci95(resampled(c) - resampled(r))
                 verdicts[f"{method} {ratio:.0%} s{seed}"] = {"minus_random": c["accuracy"] - r["accuracy"], "ci95": ci}
                 lines.append(f"\n{method} {ratio:.0%} minus random s{seed}: accuracy {c['accuracy'] - r['accuracy']:+.4f} "
                              f"(95% CI {ci[0]:+.4f} to {ci[1]:+.4f})")
             if len(rs) > 1:  # against the expected random draw: the mean over draws, per bootstrap resample
-                diff = c["correct"][boots].mean(1) - np.mean([r["correct"][boots].mean(1) for r in rs], axis=0)
-                ci = [float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))]
+                ci = ci95(resampled(c) - resampled(*rs))
                 accs = [r["accuracy"] for r in rs]
                 v = verdicts[f"{method} {ratio:.0%} mean"] = {"minus_random": c["accuracy"] - float(np.mean(accs)), "ci95": ci,
                                                               "draws": len(rs), "random_sd": float(np.std(accs, ddof=1))}
@@ -319,22 +330,17 @@ def table(args, arms: dict, started: float) -> None:
     # can be lucky (prototype's, kcenter+first's), so the method's expected subset is the seeds' mean
     for family, seeded in itertools.groupby(sorted(methods, key=_unseeded), key=_unseeded):
         seeded = list(seeded)
-        for ratio in [float(r) for r in args.ratios.split(",")]:
-            cs = [arms[f"{m} {ratio:.0%}"] for m in seeded if f"{m} {ratio:.0%}" in arms]
-            rs = [v for k, v in arms.items() if k.startswith(f"random {ratio:.0%} ")]
+        for ratio in ratios:
+            cs, rs = [arms[f"{m} {ratio:.0%}"] for m in seeded if f"{m} {ratio:.0%}" in arms], draws_at[ratio]
             if len(cs) < 2 or not rs:
                 continue
-            mean_b = np.mean([c["correct"][boots].mean(1) for c in cs], axis=0)
-            diff = mean_b - np.mean([r["correct"][boots].mean(1) for r in rs], axis=0)
-            ret_b = (mean_b - base["correct"][boots].mean(1)) / np.where(full_b == 0, np.nan, full_b)
-            acc = float(np.mean([c["accuracy"] for c in cs]))
-            full_gain = full["accuracy"] - base["accuracy"]
+            acc, mean_b = float(np.mean([c["accuracy"] for c in cs])), resampled(*cs)
+            ret, ret_ci = retained(acc, mean_b)
             v = verdicts[f"{family} {ratio:.0%} over {len(cs)} seeds"] = {
                 "accuracy": acc, "seed_sd": float(np.std([c["accuracy"] for c in cs], ddof=1)),
-                "retained": (acc - base["accuracy"]) / full_gain if full_gain else float("nan"),
-                "retained_ci": [float(np.nanpercentile(ret_b, 2.5)), float(np.nanpercentile(ret_b, 97.5))],
+                "retained": ret, "retained_ci": ret_ci,
                 "minus_random": acc - float(np.mean([r["accuracy"] for r in rs])),
-                "ci95": [float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))], "draws": len(rs)}
+                "ci95": ci95(mean_b - resampled(*rs)), "draws": len(rs)}
             lines.append(f"\n{family} {ratio:.0%} over {len(cs)} selection seeds: accuracy {acc:.4f} (sd {v['seed_sd']:.4f}), "
                          f"retained {v['retained']:.2f} ({v['retained_ci'][0]:.2f} to {v['retained_ci'][1]:.2f}), minus the "
                          f"mean of {len(rs)} random draws {v['minus_random']:+.4f} (95% CI {v['ci95'][0]:+.4f} to {v['ci95'][1]:+.4f})")

@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import cqa  # noqa: E402
 from tasks import distill as ds  # noqa: E402
+from tasks import models  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 ARMS = ("label", "label+rat")
@@ -79,7 +80,7 @@ def main() -> None:
     init = kit.score(kit.student(), test_rows, desc="score untrained")
     kit.save_cache()
     print(f"untrained: accuracy {init['correct'].mean():.4f} (letter scorer {init['letter_correct'].mean():.4f})", flush=True)
-    result = {"args": vars(args), "student": kit.describe(), "device": device_name(kit.device), "scorer": "cloze: sum log-prob of 'Answer: <choice>' + end-of-turn, argmax of 5",
+    result = {"args": vars(args), "student": kit.describe(), "device": models.device_name(kit.device), "scorer": "cloze: sum log-prob of 'Answer: <choice>' + end-of-turn, argmax of 5",
               "n_train": len(pools[ds.LABEL]), "n_rationales": len(pools[ds.RATIONALE]), "n_test": len(test_rows),
               "init_accuracy": float(init["correct"].mean()), "init_letter_accuracy": float(init["letter_correct"].mean()),
               "load_avg_start": load0, "runs": []}
@@ -124,12 +125,6 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     plot(result, out.with_suffix(".png"))
-
-
-def device_name(device) -> str:
-    import torch
-
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def plot(result: dict, path: Path) -> None:

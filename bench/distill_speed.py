@@ -141,7 +141,7 @@ def child(arm: str, args) -> dict:
     return {"arm": arm, "check_loss": check_loss, "seconds": seconds, "tokens": tokens,
             "target_tokens": sum(len(e.target_ids) for e in train), "tokens_per_s": tokens / seconds,
             "rss_after_load_mb": loaded, "peak_rss_mb": peak_mb(args.device), "threads": torch.get_num_threads(),
-            "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"}
+            "device": models.device_name(args.device)}
 
 
 def main() -> None:

@@ -258,7 +258,7 @@ def run(
         "teacher_direct_accuracy": _accuracy(direct),
         "student_before_accuracy": _accuracy(before),
         "student_accuracy": _accuracy(after),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device": models.device_name(device),
         "processes": dist.world,
         "train_seconds": round(train_seconds, 3),
         "seconds_per_step": round(train_seconds / steps_run, 4),

@@ -93,6 +93,12 @@ def native_bf16(device: str | torch.device) -> bool:
     return device.type == "cpu" and torch.backends.mkldnn.is_available() and native is not None and bool(native())
 
 
+def device_name(device: str | torch.device) -> str:
+    """What a run ran on, for its metrics: the GPU's name, or "cpu"."""
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def resolve_dtype(dtype: str, device: str | torch.device) -> str:
     """"auto" -> "bfloat16" where `device` has native bf16, else "float32"; others unchanged."""
     if dtype == "auto":

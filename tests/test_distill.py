@@ -187,6 +187,7 @@ def test_stage_writes_every_output(tmp_path: Path, tiny_teacher: str, rationale:
                 "tokens_per_second", "steps", "n_train_label", "n_train_rationale", "kd_final", "ce_final"):
         assert isinstance(metrics[key], (int, float)), key
     assert metrics["steps"] == 6 and metrics["n_train_label"] == 20
+    assert metrics["processes"] == 1 and metrics["device"] == models.device_name("cuda" if torch.cuda.is_available() else "cpu")
     assert metrics["n_train_rationale"] == (sum(bool(r["rationale"]) for r in train) if rationale else 0)
     assert metrics["teacher_accuracy"] == pytest.approx(sum(r["correct"] for r in test) / len(test))
     assert summary["student_accuracy"] == metrics["student_accuracy"]
