@@ -23,7 +23,13 @@ distance to k-means centroids, near first); `kcenter+first` sets condense.ration
 (rows with a kept PaLM rationale first), `random+first` is the random arm with that setting.
 `kcenter/s1` is kcenter with selection seed 1. One seed's subset can be lucky, so the arms of one
 method with several seeds are also read together: their mean against the mean random draw, and
-the target on that mean ("over seeds").
+the target on that mean ("over seeds"). `random+first/t1` trains the subset of `random+first`
+with training seed 1 (another draw order over the same rows): how much of an arm's spread is
+the training order rather than the rows.
+
+`--full-seeds 1,2` also trains the full set with those training seeds ("full t1", "full t2").
+The full-data gain, the denominator of every retained share, is then the mean over the full
+arms: with one full arm the whole table leans on a single training run.
 
 `--reuse earlier.json` takes the arms of an earlier run with the same training setup (steps,
 batch, lr, rationale weight and tokens, cache-at, train-top, n-test, seed; refused otherwise)
@@ -41,7 +47,8 @@ one worker (every arm is a fresh student with the same seed), the wall time abou
 
 Metric: accuracy on the test questions by the cloze scorer (bench/cqa.py `Kit.score`: the five
 "Answer: <choice>" continuations in one packed forward pass, argmax of their log-probs).
-Gain = accuracy(arm) - accuracy(untrained, same run); retained = gain(arm) / gain(full).
+Gain = accuracy(arm) - accuracy(untrained, same run); retained = gain(arm) / gain(full), gain(full)
+the mean over the full arms.
 95% intervals from a paired bootstrap over test questions (the same resamples for every arm).
 Writes --out (.json with the table, .png).
 """
@@ -89,7 +96,8 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=200, help="first N test questions (0: all 1,221)")
     ap.add_argument("--random-seeds", default="0",
                     help="seeds of the random arms at every ratio, e.g. 0,1; '0,1;0.1=0,1,2,3': four draws at 10%%, two elsewhere")
-    ap.add_argument("--seed", type=int, default=0, help="training seed of every arm")
+    ap.add_argument("--seed", type=int, default=0, help="training seed of every arm (but a method's /tN and --full-seeds)")
+    ap.add_argument("--full-seeds", default="", help="more training seeds of the full arm, e.g. 1,2: the full gain is their mean")
     ap.add_argument("--boot", type=int, default=2000)
     ap.add_argument("--out", default="bench/results/condense-cqa.json")
     ap.add_argument("--workers", type=int, default=1,
@@ -115,7 +123,9 @@ def main() -> None:
             table(args, {n: done[n] for n in order if n in done}, started)
 
     def arms():
-        for name, rows, extra in itertools.chain([("untrained", [], {"n": 0}), ("full", train_rows, {})],
+        fulls = [("full", train_rows, {})] + [(f"full t{t}", train_rows, {"train_seed": int(t)})
+                                               for t in filter(None, args.full_seeds.split(","))]
+        for name, rows, extra in itertools.chain([("untrained", [], {"n": 0})], fulls,
                                                  ((name, kept, extra) for _, name, kept, extra in
                                                   subsets(train_rows, args.method, args.ratios, args.random_seeds, args.scorer_layers))):
             order.append(name)
@@ -200,13 +210,15 @@ def _init(args: dict, threads: int) -> None:
 
 
 def run_arm(name: str, rows: list[dict] | None, extra: dict) -> dict:
-    """Train a fresh student on `rows` (None: the untrained student) and score it on the test rows."""
+    """Train a fresh student on `rows` (None: the untrained student) and score it on the test rows;
+    `extra["train_seed"]`, when there, replaces the run's training seed."""
     kit, a = _WORKER["kit"], _WORKER["args"]
     tokens0, seconds0 = kit.encoded_tokens, kit.encode_seconds  # the Kit counts over its whole process
     student = kit.student()
     if rows is not None:
         t0 = time.perf_counter()
-        ds.train(student, None, cqa.examples(kit.tok, rows, a.rationale_tokens), _WORKER["params"], kit.tok.pad_token_id)
+        params = _WORKER["params"].model_copy(update={"seed": extra.get("train_seed", a.seed)})
+        ds.train(student, None, cqa.examples(kit.tok, rows, a.rationale_tokens), params, kit.tok.pad_token_id)
         extra = {**extra, "n": len(rows), "train_seconds": round(time.perf_counter() - t0, 1)}
     t0 = time.perf_counter()
     s = kit.score(student, _WORKER["test"], desc=f"score {name}")
@@ -224,10 +236,12 @@ def subsets(train_rows: list[dict], methods: str, ratios: str, random_seeds: str
     strata and its de-duplication) and random (the same quotas, seeded order, no de-duplication)."""
     for ratio in sorted([float(r) for r in ratios.split(",")], key=lambda r: abs(r - 0.1)):
         for method in filter(None, methods.split(",")):
-            kept, rep = cz.run(train_rows, ("qtype",), arm_params(method, ratio, scorer_layers),
+            spec, _, train_seed = method.partition("/t")  # "random+first/t1": that subset, training seed 1
+            kept, rep = cz.run(train_rows, ("qtype",), arm_params(spec, ratio, scorer_layers),
                                domain=cqa.CqaDomain())  # loads its scorer if it needs one
             yield ratio, f"{method} {ratio:.0%}", kept, {"condense_seconds": rep["seconds"], "dropped": rep["ledger"]["dropped"],
-                                                         "cover_radius": rep["diversity"]["cover_radius"]}
+                                                         "cover_radius": rep["diversity"]["cover_radius"],
+                                                         **({"train_seed": int(train_seed)} if train_seed else {})}
         for seed in draws(random_seeds, ratio):
             kept, rep = cz.run(train_rows, ("qtype",), arm_params("random", ratio, draw=seed))
             yield ratio, f"random {ratio:.0%} s{seed}", kept, {"cover_radius": rep["diversity"]["cover_radius"]}
@@ -276,9 +290,11 @@ def table(args, arms: dict, started: float) -> None:
     def ci95(x: np.ndarray, percentile=np.percentile) -> list[float]:
         return [float(percentile(x, 2.5)), float(percentile(x, 97.5))]
 
-    base, full = arms["untrained"], arms["full"]
-    base_b, full_gain = resampled(base), full["accuracy"] - base["accuracy"]
-    full_b = resampled(full) - base_b
+    # the full-data gain: the mean over the full arms (one per training seed), per resample
+    base, fulls = arms["untrained"], [a for n, a in arms.items() if n == "full" or n.startswith("full t")]
+    base_b, full_gain = resampled(base), float(np.mean([f["accuracy"] for f in fulls])) - base["accuracy"]
+    full_b = resampled(*fulls) - base_b
+    full_gain_ci = ci95(full_b)
 
     def retained(acc: float, acc_b: np.ndarray) -> tuple[float, list[float]]:
         """Share of the full-data gain an accuracy keeps, with its CI."""
@@ -296,10 +312,16 @@ def table(args, arms: dict, started: float) -> None:
                      f"{a['gain']:+.4f} ({a['gain_ci'][0]:+.3f} to {a['gain_ci'][1]:+.3f}) | {a['retained']:.2f} "
                      f"({a['retained_ci'][0]:.2f} to {a['retained_ci'][1]:.2f}) | {a['gold_logprob']:.3f} | {a.get('train_seconds', '')} |")
     verdicts, target = {}, {}
+    if len(fulls) > 1:
+        accs = [f["accuracy"] for f in fulls]
+        verdicts[f"full over {len(fulls)} training seeds"] = {"accuracy": float(np.mean(accs)), "train_sd": float(np.std(accs, ddof=1)),
+                                                            "gain": full_gain, "gain_ci": full_gain_ci}
+        lines.append(f"\nfull over {len(fulls)} training seeds: accuracy {np.mean(accs):.4f} (sd {np.std(accs, ddof=1):.4f}), gain "
+                     f"{full_gain:+.4f} (95% CI {full_gain_ci[0]:+.4f} to {full_gain_ci[1]:+.4f}): the denominator of every retained share")
     ratios = [float(r) for r in args.ratios.split(",")]
     draws_at = {ratio: [v for k, v in arms.items() if k.startswith(f"random {ratio:.0%} ")] for ratio in ratios}
     # every condensed arm in the table (this run's methods and reused ones), each against every random draw
-    methods = list(dict.fromkeys(n.rsplit(" ", 1)[0] for n in arms if n not in ("untrained", "full") and not n.startswith("random ")))
+    methods = list(dict.fromkeys(n.rsplit(" ", 1)[0] for n in arms if n != "untrained" and not n.startswith(("random ", "full"))))
     for method in methods:
         for ratio in ratios:
             c, rs = arms.get(f"{method} {ratio:.0%}"), draws_at[ratio]
@@ -322,10 +344,21 @@ def table(args, arms: dict, started: float) -> None:
         if c10 is not None and r10:
             t = target[method] = {"retained_10": c10["retained"], "retained_10_ci": c10["retained_ci"],
                                   "beats_random_10": all(c10["accuracy"] > r["accuracy"] for r in r10),
-                                  "full_gain_ci_excludes_0": full["gain_ci"][0] > 0}
+                                  "full_gain_ci_excludes_0": full_gain_ci[0] > 0}
             t["met"] = bool(t["retained_10"] >= 0.9 and t["beats_random_10"] and t["full_gain_ci_excludes_0"])
             lines.append(f"\ntarget for {method} (condensed 10% retains >= 90% of the full gain and beats random 10%): "
                          f"{'met' if t['met'] else 'NOT met'} {t}")
+    # one subset over training seeds ("random+first", "random+first/t1", ...): the spread the draw
+    # order alone gives, the noise floor of every comparison above
+    for spec, replicas in itertools.groupby(sorted(methods, key=lambda m: m.partition("/t")[0]), key=lambda m: m.partition("/t")[0]):
+        replicas = [m for m in replicas if m == spec or "/t" in m]
+        for ratio in ratios:
+            accs = [arms[f"{m} {ratio:.0%}"]["accuracy"] for m in replicas if f"{m} {ratio:.0%}" in arms]
+            if len(accs) > 1:
+                v = verdicts[f"{spec} {ratio:.0%} over {len(accs)} training seeds"] = {
+                    "accuracies": accs, "accuracy": float(np.mean(accs)), "train_sd": float(np.std(accs, ddof=1))}
+                lines.append(f"\n{spec} {ratio:.0%}, one subset over {len(accs)} training seeds: accuracy {v['accuracy']:.4f} "
+                             f"(sd {v['train_sd']:.4f}; {', '.join(f'{x:.4f}' for x in accs)})")
     # a method over its selection seeds ("kcenter+first", "kcenter+first/s1", ...): one seed's subset
     # can be lucky (prototype's, kcenter+first's), so the method's expected subset is the seeds' mean
     for family, seeded in itertools.groupby(sorted(methods, key=_unseeded), key=_unseeded):
@@ -347,7 +380,7 @@ def table(args, arms: dict, started: float) -> None:
             if ratio == 0.1:
                 t = target[f"{family} over seeds"] = {"seeds": len(cs), "retained_10": v["retained"],
                                                      "beats_mean_random_10": v["minus_random"] > 0,
-                                                     "full_gain_ci_excludes_0": full["gain_ci"][0] > 0}
+                                                     "full_gain_ci_excludes_0": full_gain_ci[0] > 0}
                 t["met"] = bool(t["retained_10"] >= 0.9 and t["beats_mean_random_10"] and t["full_gain_ci_excludes_0"])
                 lines.append(f"\ntarget for {family} over {len(cs)} seeds (their mean retains >= 90% and beats the mean "
                              f"random 10%): {'met' if t['met'] else 'NOT met'}")
@@ -372,18 +405,18 @@ def plot(result: dict, path: Path) -> None:
 
     arms = {k: v for k, v in result["arms"].items() if k != "untrained"}
     names = list(arms)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(max(12.0, 0.7 * len(names)), 4.5))  # wide enough for every arm's name
     acc = [100 * arms[n]["accuracy"] for n in names]
     err = np.array([[100 * (arms[n]["accuracy"] - arms[n]["accuracy_ci"][0]), 100 * (arms[n]["accuracy_ci"][1] - arms[n]["accuracy"])]
                     for n in names]).T
-    colors = ["C0" if n == "full" else "C1" if not n.startswith("random ") else "C2" for n in names]
+    colors = ["C0" if n.startswith("full") else "C1" if not n.startswith("random ") else "C2" for n in names]
     a.bar(range(len(names)), acc, yerr=err, color=colors, alpha=0.7, capsize=3)
     a.axhline(100 * result["arms"]["untrained"]["accuracy"], color="grey", ls="--", label="untrained (same run)")
     a.axhline(20, color="lightgrey", ls=":", label="chance")
     draws = [100 * v["accuracy"] for k, v in arms.items() if k.startswith("random 10% ")]
     if len(draws) > 1:
         a.axhline(np.mean(draws), color="C2", ls="--", label=f"mean of {len(draws)} random 10% draws")
-    a.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    a.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
     a.set(ylabel=f"CQA test accuracy (%), n={result['n_test']}", title="accuracy (95% CI)")
     a.legend(loc="lower right")
     ret = [arms[n]["retained"] for n in names]
@@ -392,12 +425,12 @@ def plot(result: dict, path: Path) -> None:
     b.axhline(0.9, color="red", ls=":", label="target 0.9 (condensed 10%)")
     label = "mean over selection seeds"
     for key, v in result["versus_random"].items():  # a method over its selection seeds: its mean across its bars
-        if " over " in key:
+        if " over " in key and "retained" in v:  # not the training-seed spreads
             family, ratio = key.split(" over ")[0].rsplit(" ", 1)
             at = [i for i, n in enumerate(names) if n.endswith(f" {ratio}") and _unseeded(n.rsplit(" ", 1)[0]) == family]
             b.hlines(v["retained"], min(at) - 0.4, max(at) + 0.4, color="black", lw=2, label=label)
             label = None  # one legend entry
-    b.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    b.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
     b.set(ylabel="share of the full-data gain", title="retained gain (95% CI)")
     b.legend()
     fig.tight_layout()

@@ -548,11 +548,11 @@ def warm() -> None:
         ids, mask, pos, _ = kit.packed(r)
         seqs[_key(ids, "packed")] = (ids, (mask, pos))
     for seed in [int(x) for x in args.seeds.split(",")]:
-        arms = [(pools, True), ({LABEL: pools[LABEL], RATIONALE: []}, False)]
-        arms += [(examples(kit.tok, rows, args.rationale_tokens), True)
-                 for _, _, rows, _ in condense.subsets(train_rows, args.method, args.ratios, args.random_seeds)]
-        for arm_pools, rat in arms:
-            for ids in drawn(arm_pools, distill_params(args.steps, args.batch, 1e-4, 0.5, seed, rat)):
+        arms = [(pools, True, seed), ({LABEL: pools[LABEL], RATIONALE: []}, False, seed)]
+        arms += [(examples(kit.tok, rows, args.rationale_tokens), True, extra.get("train_seed", seed))  # "m/t1": seed 1
+                 for _, _, rows, extra in condense.subsets(train_rows, args.method, args.ratios, args.random_seeds)]
+        for arm_pools, rat, arm_seed in arms:
+            for ids in drawn(arm_pools, distill_params(args.steps, args.batch, 1e-4, 0.5, arm_seed, rat)):
                 seqs[_key(ids)] = (ids, None)
     todo = sorted((k for k in seqs if k not in kit.cache), key=lambda k: len(seqs[k][0]))[i::n]
     shard = kit.cache_file.with_name(f"{kit.cache_file.stem}.shard{i}of{n}.pt")

@@ -186,3 +186,37 @@ def test_condense_bench_reads_a_method_over_its_selection_seeds(tmp_path):
     assert written["target"]["m"]["met"]  # seed 0 alone: lucky
     assert not written["target"]["m over seeds"]["met"] and written["target"]["m over seeds"]["seeds"] == 3
     assert "m/s1 over seeds" not in written["target"]
+
+
+def test_condense_bench_reads_full_over_training_seeds(tmp_path):
+    """With --full-seeds the full-data gain is the mean over the full arms (every retained share
+    divides by it), and one subset trained with other seeds ("m/t1") gives the training-order
+    spread without joining the selection-seed mean of "m"."""
+    import argparse
+    import json
+
+    from bench import condense as cb
+    rng = np.random.default_rng(2)
+    n = 1000
+    arms = {}
+    for name, p in [("untrained", 0.2), ("full", 0.34), ("full t1", 0.3), ("full t2", 0.29), ("m 10%", 0.3),
+                    ("m/s1 10%", 0.27), ("m/t1 10%", 0.25), ("random 10% s0", 0.26), ("random 10% s1", 0.27)]:
+        c = rng.random(n) < p
+        arms[name] = dict(name=name, n=1, correct=c, accuracy=float(c.mean()), gold_logprob=-1.0, student="s")
+    args = argparse.Namespace(method="m,m/s1,m/t1", out=str(tmp_path / "t.json"), reuse="", steps=400, batch=8, lr=3e-4,
+                              rationale_weight=0.5, rationale_tokens=64, cache_at=24, train_top=6, n_test=0, seed=0,
+                              boot=300, ratios="0.1", random_seeds="0,1", full_seeds="1,2")
+    cb.table(args, arms, 0.0)
+    written = json.loads((tmp_path / "t.json").read_text())
+    base = arms["untrained"]["accuracy"]
+    gain = np.mean([arms[k]["accuracy"] for k in ("full", "full t1", "full t2")]) - base
+    assert gain < arms["full"]["accuracy"] - base  # seed 0's full arm was the lucky one here
+    assert written["versus_random"]["full over 3 training seeds"]["gain"] == pytest.approx(gain)
+    assert written["arms"]["m 10%"]["retained"] == pytest.approx((arms["m 10%"]["accuracy"] - base) / gain)
+    assert written["arms"]["full"]["retained"] > 1 > written["arms"]["full t2"]["retained"]
+    spread = written["versus_random"]["m 10% over 2 training seeds"]
+    assert spread["accuracies"] == [arms["m 10%"]["accuracy"], arms["m/t1 10%"]["accuracy"]]
+    over = written["versus_random"]["m 10% over 2 seeds"]  # the selection seeds m and m/s1 only
+    assert over["accuracy"] == pytest.approx(np.mean([arms["m 10%"]["accuracy"], arms["m/s1 10%"]["accuracy"]]))
+    assert "full" not in written["target"] and "full t1" not in written["target"]
+    assert (tmp_path / "t.png").exists()
