@@ -82,7 +82,8 @@ from tasks.params import Condense  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--method", default="kcenter",
-                    help="a method or several, comma-separated (kcenter,gradmatch): an arm each; ccs/s1: selection seed 1; "
+                    help="a method or several, comma-separated (kcenter,gradmatch): an arm each; per ratio as --random-seeds "
+                         "('kcenter;0.1=kcenter,kcenter/s1'); ccs/s1: selection seed 1; "
                          "'': the random arms only")
     ap.add_argument("--scorer-layers", type=int, default=4, help="ifd / gradmatch scorer: first + last n/2 teacher blocks (0: all)")
     ap.add_argument("--ratios", default="0.05,0.1,0.2")
@@ -235,7 +236,7 @@ def subsets(train_rows: list[dict], methods: str, ratios: str, random_seeds: str
     tasks.condense.run with each of `methods` (its quotas over label + qtype + kept-rationale
     strata and its de-duplication) and random (the same quotas, seeded order, no de-duplication)."""
     for ratio in sorted([float(r) for r in ratios.split(",")], key=lambda r: abs(r - 0.1)):
-        for method in filter(None, methods.split(",")):
+        for method in at_ratio(methods, ratio):
             spec, _, train_seed = method.partition("/t")  # "random+first/t1": that subset, training seed 1
             kept, rep = cz.run(train_rows, ("qtype",), arm_params(spec, ratio, scorer_layers),
                                domain=cqa.CqaDomain())  # loads its scorer if it needs one
@@ -252,17 +253,22 @@ def _unseeded(method: str) -> str:
     return re.sub(r"/s\d+$", "", method)
 
 
-def draws(random_seeds: str, ratio: float) -> list[int]:
-    """The random seeds at `ratio` from --random-seeds: "0,1" at every ratio, "0,1;0.1=0,1,2,3"
-    four at 10% and two elsewhere (more draws where the verdict is read)."""
+def at_ratio(spec: str, ratio: float) -> list[str]:
+    """The items of a per-ratio list at `ratio`: "a,b" at every ratio, "a,b;0.1=a,b,c" three at
+    10% and two elsewhere (--method and --random-seeds: more arms where the verdict is read)."""
     default, at = "", {}
-    for part in filter(None, (p.strip() for p in random_seeds.split(";"))):
-        r, eq, seeds = part.rpartition("=")
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        r, eq, items = part.rpartition("=")
         if eq:
-            at[round(float(r), 6)] = seeds
+            at[round(float(r), 6)] = items
         else:
-            default = seeds
-    return [int(s) for s in filter(None, at.get(round(ratio, 6), default).split(","))]
+            default = items
+    return [x.strip() for x in at.get(round(ratio, 6), default).split(",") if x.strip()]
+
+
+def draws(random_seeds: str, ratio: float) -> list[int]:
+    """The random seeds at `ratio` from --random-seeds (at_ratio: "0,1;0.1=0,1,2,3")."""
+    return [int(s) for s in at_ratio(random_seeds, ratio)]
 
 
 def arm_params(method: str, ratio: float, scorer_layers: int = 4, draw: int = 0) -> Condense:

@@ -150,11 +150,14 @@ def test_condense_bench_reuses_an_arm_only_for_the_same_rows():
     assert not cb.same_rows({"name": "full", "n": 9}, rows)
 
 
-def test_condense_bench_random_draws_per_ratio():
+def test_condense_bench_arms_per_ratio():
     from bench import condense as cb
     assert cb.draws("0,1", 0.05) == [0, 1] and cb.draws("", 0.1) == []
     assert cb.draws("0,1;0.1=0,1,2,3", 0.1) == [0, 1, 2, 3] and cb.draws("0,1;0.1=0,1,2,3", 0.2) == [0, 1]
     assert cb.draws("0.05=3", 0.05) == [3] and cb.draws("0.05=3", 0.1) == []
+    methods = "kcenter+first,random+first;0.1=kcenter+first,kcenter+first/s1,random+first/t1"  # --method per ratio
+    assert cb.at_ratio(methods, 0.2) == ["kcenter+first", "random+first"]
+    assert cb.at_ratio(methods, 0.1) == ["kcenter+first", "kcenter+first/s1", "random+first/t1"]
 
 
 def test_condense_bench_reads_a_method_over_its_selection_seeds(tmp_path):
