@@ -253,6 +253,11 @@ def _unseeded(method: str) -> str:
     return re.sub(r"/s\d+$", "", method)
 
 
+def _untimed(method: str) -> str:
+    """The method without its training seed: "random+first/t1" -> "random+first"."""
+    return method.partition("/t")[0]
+
+
 def at_ratio(spec: str, ratio: float) -> list[str]:
     """The items of a per-ratio list at `ratio`: "a,b" at every ratio, "a,b;0.1=a,b,c" three at
     10% and two elsewhere (--method and --random-seeds: more arms where the verdict is read)."""
@@ -356,8 +361,8 @@ def table(args, arms: dict, started: float) -> None:
                          f"{'met' if t['met'] else 'NOT met'} {t}")
     # one subset over training seeds ("random+first", "random+first/t1", ...): the spread the draw
     # order alone gives, the noise floor of every comparison above
-    for spec, replicas in itertools.groupby(sorted(methods, key=lambda m: m.partition("/t")[0]), key=lambda m: m.partition("/t")[0]):
-        replicas = [m for m in replicas if m == spec or "/t" in m]
+    for spec, replicas in itertools.groupby(sorted(methods, key=_untimed), key=_untimed):
+        replicas = list(replicas)
         for ratio in ratios:
             accs = [arms[f"{m} {ratio:.0%}"]["accuracy"] for m in replicas if f"{m} {ratio:.0%}" in arms]
             if len(accs) > 1:
