@@ -248,6 +248,11 @@ def subsets(train_rows: list[dict], methods: str, ratios: str, random_seeds: str
             yield ratio, f"random {ratio:.0%} s{seed}", kept, {"cover_radius": rep["diversity"]["cover_radius"]}
 
 
+def _is_full(name: str) -> bool:
+    """Whether an arm trained on all the rows: "full", or "full t1" (--full-seeds)."""
+    return re.fullmatch(r"full( t\d+)?", name) is not None
+
+
 def _unseeded(method: str) -> str:
     """The method without its selection seed: "kcenter+first/s2" -> "kcenter+first"."""
     return re.sub(r"/s\d+$", "", method)
@@ -302,7 +307,7 @@ def table(args, arms: dict, started: float) -> None:
         return [float(percentile(x, 2.5)), float(percentile(x, 97.5))]
 
     # the full-data gain: the mean over the full arms (one per training seed), per resample
-    base, fulls = arms["untrained"], [a for n, a in arms.items() if n == "full" or n.startswith("full t")]
+    base, fulls = arms["untrained"], [a for n, a in arms.items() if _is_full(n)]
     base_b, full_gain = resampled(base), float(np.mean([f["accuracy"] for f in fulls])) - base["accuracy"]
     full_b = resampled(*fulls) - base_b
     full_gain_ci = ci95(full_b)
@@ -332,7 +337,7 @@ def table(args, arms: dict, started: float) -> None:
     ratios = [float(r) for r in args.ratios.split(",")]
     draws_at = {ratio: [v for k, v in arms.items() if k.startswith(f"random {ratio:.0%} ")] for ratio in ratios}
     # every condensed arm in the table (this run's methods and reused ones), each against every random draw
-    methods = list(dict.fromkeys(n.rsplit(" ", 1)[0] for n in arms if n != "untrained" and not n.startswith(("random ", "full"))))
+    methods = list(dict.fromkeys(n.rsplit(" ", 1)[0] for n in arms if n != "untrained" and not n.startswith("random ") and not _is_full(n)))
     for method in methods:
         for ratio in ratios:
             c, rs = arms.get(f"{method} {ratio:.0%}"), draws_at[ratio]
@@ -420,7 +425,7 @@ def plot(result: dict, path: Path) -> None:
     acc = [100 * arms[n]["accuracy"] for n in names]
     err = np.array([[100 * (arms[n]["accuracy"] - arms[n]["accuracy_ci"][0]), 100 * (arms[n]["accuracy_ci"][1] - arms[n]["accuracy"])]
                     for n in names]).T
-    colors = ["C0" if n.startswith("full") else "C1" if not n.startswith("random ") else "C2" for n in names]
+    colors = ["C0" if _is_full(n) else "C1" if not n.startswith("random ") else "C2" for n in names]
     a.bar(range(len(names)), acc, yerr=err, color=colors, alpha=0.7, capsize=3)
     a.axhline(100 * result["arms"]["untrained"]["accuracy"], color="grey", ls="--", label="untrained (same run)")
     a.axhline(20, color="lightgrey", ls=":", label="chance")
