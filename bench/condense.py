@@ -161,6 +161,7 @@ def main() -> None:
 # interchangeable (every arm is a fresh student with the same seed; repeated runs have matched
 # bit for bit, bench/README.md)
 SETUP = ("steps", "batch", "lr", "rationale_weight", "rationale_tokens", "cache_at", "train_top", "n_test", "seed")
+UNTRAINED_SETUP = ("cache_at", "n_test")  # the untrained arm trains nothing: only these decide it
 
 
 def load_reused(args) -> dict[str, dict]:
@@ -169,9 +170,13 @@ def load_reused(args) -> dict[str, dict]:
     for path in filter(None, args.reuse.split(",")):
         earlier = json.loads(Path(path).read_text())
         differ = {k: (earlier["args"].get(k), getattr(args, k)) for k in SETUP if earlier["args"].get(k) != getattr(args, k)}
-        if differ:
+        if any(k in differ for k in UNTRAINED_SETUP) or (differ and "untrained" not in earlier["arms"]):
             raise SystemExit(f"--reuse {path}: another training setup {differ}")
+        if differ:  # another budget (--steps ...): only its untrained arm carries over
+            print(f"--reuse {path}: another training setup {differ}; reusing its untrained arm only", flush=True)
         for name, a in earlier["arms"].items():
+            if differ and name != "untrained":
+                continue
             if "correct_bits" not in a:
                 raise SystemExit(f"--reuse {path}: arm {name!r} has no per-question results (run before they were saved)")
             if name not in arms:
@@ -317,14 +322,15 @@ def table(args, arms: dict, started: float) -> None:
         ret_b = (acc_b - base_b) / np.where(full_b == 0, np.nan, full_b)
         return (acc - base["accuracy"]) / full_gain if full_gain else float("nan"), ci95(ret_b, np.nanpercentile)
 
-    lines = ["| arm | rows | accuracy (95% CI) | gain vs untrained (95% CI) | retained of full gain (95% CI) | gold log-prob | train s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| arm | rows | passes | accuracy (95% CI) | gain vs untrained (95% CI) | retained of full gain (95% CI) | gold log-prob | train s |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, a in arms.items():
         acc_b = resampled(a)
         ret, ret_ci = retained(a["accuracy"], acc_b)
         a.update(gain=a["accuracy"] - base["accuracy"], gain_ci=ci95(acc_b - base_b), retained=ret, retained_ci=ret_ci,
                  accuracy_ci=ci95(acc_b))
-        lines.append(f"| {name}{' (reused)' if a.get('reused_from') else ''} | {a['n']} | {a['accuracy']:.4f} ({a['accuracy_ci'][0]:.3f}-{a['accuracy_ci'][1]:.3f}) | "
+        a["passes"] = args.steps * args.batch / a["n"] if a["n"] else 0.0  # label examples drawn per row: repetition
+        lines.append(f"| {name}{' (reused)' if a.get('reused_from') else ''} | {a['n']} | {a['passes']:.2f} | {a['accuracy']:.4f} ({a['accuracy_ci'][0]:.3f}-{a['accuracy_ci'][1]:.3f}) | "
                      f"{a['gain']:+.4f} ({a['gain_ci'][0]:+.3f} to {a['gain_ci'][1]:+.3f}) | {a['retained']:.2f} "
                      f"({a['retained_ci'][0]:.2f} to {a['retained_ci'][1]:.2f}) | {a['gold_logprob']:.3f} | {a.get('train_seconds', '')} |")
     verdicts, target = {}, {}

@@ -106,7 +106,7 @@ def test_drawn_sequences_are_exactly_what_training_encodes(kit, rationale):
 def test_condense_bench_table_reuses_arms_exactly(tmp_path):
     """bench/condense.py: a table rebuilt from a run's JSON (--reuse) gives the same verdicts,
     the mean-of-draws comparison is the mean of the per-draw differences, and another training
-    setup is refused. No model: arms are per-question results."""
+    setup gives only its untrained arm (another cache or test set: refused). No model: arms are per-question results."""
     import argparse
     import json
 
@@ -133,8 +133,10 @@ def test_condense_bench_table_reuses_arms_exactly(tmp_path):
     cb.table(again, reused, 0.0)
     rebuilt = json.loads((tmp_path / "b.json").read_text())
     assert rebuilt["versus_random"] == v and "(reused)" in rebuilt["table"][3]
+    # another budget: only the untrained arm (which trains nothing) carries over; another cache is refused
+    assert list(cb.load_reused(argparse.Namespace(**{**vars(again), "steps": 100}))) == ["untrained"]
     with pytest.raises(SystemExit, match="another training setup"):
-        cb.load_reused(argparse.Namespace(**{**vars(again), "steps": 100}))
+        cb.load_reused(argparse.Namespace(**{**vars(again), "cache_at": 28}))
 
 
 def test_condense_bench_reuses_an_arm_only_for_the_same_rows():
