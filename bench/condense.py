@@ -118,9 +118,9 @@ def main() -> None:
     done: dict[str, dict] = {}
     order: list[str] = []
 
-    def record(result: dict) -> None:
+    def record(result: dict, show: bool = True) -> None:
         done[result["name"]] = result
-        if "untrained" in done and "full" in done:  # after every arm: a partial table survives a cut-off run
+        if show and "untrained" in done and "full" in done:  # after every trained arm: a partial table survives a cut-off run
             table(args, {n: done[n] for n in order if n in done}, started)
 
     def arms():
@@ -131,7 +131,7 @@ def main() -> None:
                                                   subsets(train_rows, args.method, args.ratios, args.random_seeds, args.scorer_layers))):
             order.append(name)
             if same_rows(reused.get(name), rows):
-                record(reused.pop(name))
+                record(reused.pop(name), show=False)  # one table once the reused arms are in, not one per arm
                 continue
             if reused.pop(name, None) is not None:
                 print(f"{name}: trained again (the reused arm was trained on other rows)", flush=True)
