@@ -64,8 +64,9 @@ rows with one go first wherever the method has a choice (ties in the quota phase
 method's own order within each side. A row with a kept rationale carries both tasks of the
 step-by-step objective and a label the teacher reached by itself; labels and groups keep their
 quotas, so a group the teacher mostly fails still keeps its share, filled from its misses.
-At 10% of CQA it lifted random order by 1.5 accuracy points over five seeds; kcenter and
-prototype with it averaged 1.0 and 1.2 points over five seeds each (bench/README.md).
+At 10% of CQA (400 steps, each row read 3.3 times) it lifted random order by 1.5 accuracy
+points over five seeds; kcenter and prototype with it averaged 1.0 and 1.2 points over five
+seeds each. At 200 steps (1.6 passes) the lift was 0.5 points, within noise (bench/README.md).
 
 Then fill (diversity). The rest of the budget goes by the method:
   kcenter  greedy k-center / farthest-first traversal (Sener & Savarese, 2018, "Active
