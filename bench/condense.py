@@ -104,7 +104,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1,
                     help="arms trained at once, each in its own process with its own cache copy (~5 GB each)")
     ap.add_argument("--reuse", default="", help="earlier runs' .json (comma-separated) with the same training setup: "
-                    "their arms enter the table as measured instead of being trained again")
+                    "their arms enter the table as measured instead of being trained again (another --steps, --lr ...: "
+                    "only the untrained arm)")
     args = ap.parse_args()
     started = time.perf_counter()
     reused = load_reused(args)
