@@ -32,8 +32,8 @@ The full-data gain, the denominator of every retained share, is then the mean ov
 arms: with one full arm the whole table leans on a single training run.
 
 `--reuse earlier.json` takes the arms of an earlier run with the same training setup (steps,
-batch, lr, rationale weight and tokens, cache-at, train-top, n-test, seed; refused otherwise)
-into the table instead of training them again, with their per-question results, so a new method
+batch, lr, rationale weight and tokens, cache-at, train-top, n-test, seed; from a run that
+differs only in training, e.g. --steps, its untrained arm alone; refused otherwise) into the table instead of training them again, with their per-question results, so a new method
 is read against the same untrained, full and random arms; the table marks them "(reused)". That
 is sound because an arm's numbers depend only on its rows and that setup: the untrained, full
 and random arms came out identical in every repeated run (bench/README.md). So each arm this run
