@@ -32,14 +32,16 @@ The full-data gain, the denominator of every retained share, is then the mean ov
 arms: with one full arm the whole table leans on a single training run.
 
 `--reuse earlier.json` takes the arms of an earlier run with the same training setup (steps,
-batch, lr, rationale weight and tokens, cache-at, train-top, n-test, seed; from a run that
-differs only in training, e.g. --steps, its untrained arm alone; refused otherwise) into the table instead of training them again, with their per-question results, so a new method
-is read against the same untrained, full and random arms; the table marks them "(reused)". That
+batch, lr, rationale weight and tokens, cache-at, train-top, n-test, seed) into the table
+instead of training them again, with their per-question results, so a new method is read
+against the same untrained, full and random arms; the table marks them "(reused)". That
 is sound because an arm's numbers depend only on its rows and that setup: the untrained, full
 and random arms came out identical in every repeated run (bench/README.md). So each arm this run
 builds is taken from --reuse only when the earlier arm's row digest (`rows_digest`, the ids it
 trained on) matches the rows this run gives it; otherwise it is trained again (a change to
-tasks.condense changes the subsets). Earlier arms this run does not build are left out.
+tasks.condense changes the subsets). Earlier arms this run does not build are left out. From a
+run that differs only in training (another --steps, --lr ...) only the untrained arm, which
+trains nothing, is taken; another cache-at or n-test is refused.
 
 `--workers 2` trains two arms at once, each worker a process with its own Kit (~5 GB with the
 bottom-24 cache) and cores / workers threads; the table and the numbers are the same as with
@@ -171,13 +173,12 @@ def load_reused(args) -> dict[str, dict]:
     for path in filter(None, args.reuse.split(",")):
         earlier = json.loads(Path(path).read_text())
         differ = {k: (earlier["args"].get(k), getattr(args, k)) for k in SETUP if earlier["args"].get(k) != getattr(args, k)}
-        if any(k in differ for k in UNTRAINED_SETUP) or (differ and "untrained" not in earlier["arms"]):
+        usable = earlier["arms"] if not differ else {n: a for n, a in earlier["arms"].items() if n == "untrained"}
+        if any(k in differ for k in UNTRAINED_SETUP) or not usable:
             raise SystemExit(f"--reuse {path}: another training setup {differ}")
         if differ:  # another budget (--steps ...): only its untrained arm carries over
             print(f"--reuse {path}: another training setup {differ}; reusing its untrained arm only", flush=True)
-        for name, a in earlier["arms"].items():
-            if differ and name != "untrained":
-                continue
+        for name, a in usable.items():
             if "correct_bits" not in a:
                 raise SystemExit(f"--reuse {path}: arm {name!r} has no per-question results (run before they were saved)")
             if name not in arms:

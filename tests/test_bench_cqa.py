@@ -106,7 +106,8 @@ def test_drawn_sequences_are_exactly_what_training_encodes(kit, rationale):
 def test_condense_bench_table_reuses_arms_exactly(tmp_path):
     """bench/condense.py: a table rebuilt from a run's JSON (--reuse) gives the same verdicts,
     the mean-of-draws comparison is the mean of the per-draw differences, and another training
-    setup gives only its untrained arm (another cache or test set: refused). No model: arms are per-question results."""
+    setup gives only its untrained arm (another cache or test set: refused). No model: arms are
+    per-question results."""
     import argparse
     import json
 
