@@ -20,7 +20,8 @@ quotas over label + qtype + kept-rationale strata and its de-duplication) and ra
 quotas, seeded order, no de-duplication). `--method kcenter,gradmatch` gives each method its own
 arm (ifd / gradmatch score with a --scorer-layers cut of the teacher; prototype ranks by LSA
 distance to k-means centroids, near first); `kcenter+first` sets condense.rationale_rows: first
-(rows with a kept PaLM rationale first), `random+first` is the random arm with that setting.
+(rows with a kept PaLM rationale first), `random+first` is the random arm with that setting;
+`facility@answer+first` sets condense.facility_on: answer (facility location over the gold answers).
 `kcenter/s1` is kcenter with selection seed 1. One seed's subset can be lucky, so the arms of one
 method with several seeds are also read together: their mean against the mean random draw, and
 the target on that mean ("over seeds"). `random+first/t1` trains the subset of `random+first`
@@ -296,8 +297,10 @@ def arm_params(method: str, ratio: float, scorer_layers: int = 4, draw: int = 0)
         return Condense(method="random", ratio=ratio, seed=draw, dedup="none")
     spec, _, seed = method.partition("/s")
     kind, _, rationale_rows = spec.partition("+")
+    kind, _, on = kind.partition("@")  # "facility@answer": condense.facility_on answer
     return Condense(method=kind, ratio=ratio, seed=int(seed or 0), scorer_layers=scorer_layers,
-                    rationale_rows=rationale_rows or "proportional", **({"dedup": "none"} if kind == "random" else {}))
+                    rationale_rows=rationale_rows or "proportional", **({"facility_on": on} if on else {}),
+                    **({"dedup": "none"} if kind == "random" else {}))
 
 
 def table(args, arms: dict, started: float) -> None:

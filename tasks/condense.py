@@ -26,6 +26,10 @@ Pipeline: [augment] -> de-duplicate -> quotas + method -> kept rows. Methods:
                by default: Sorscher et al. 2022's rule for small kept sets (scoring.py)
   ccs          coverage-centric coreset selection over a difficulty score (prototype distance
                or ifd): the budget spread evenly over score bins (Zheng et al. 2023; ccs.py)
+  facility     facility location on the embeddings (cosine), per label: the rows that best stand
+               in for all rows, dense regions weighted by their size (tasks/condensation/facility.py);
+               with `rationale_rows: first` it picks only rows with a kept rationale, chosen
+               to represent every row of their label
 De-duplication (`dedup`: none | exact | near, tasks/condensation/dedup.py) runs first for every
 method; augmentation (`augment` > 0, tasks/condensation/augment.py) before it, default off.
 
@@ -77,7 +81,7 @@ Then fill (diversity). The rest of the budget goes by the method:
 Embeddings: TF-IDF (word 1-2 grams, sublinear tf) of the record text + TruncatedSVD to
 EMBED_DIM (latent semantic analysis), L2-normalised: ~2 s for 10,000 notes on 2 cores, no model
 download. (`embedding: minilm` uses all-MiniLM-L6-v2 instead.) Every method is deterministic for the seed.
-Score-based methods (ifd, uncertainty, gradmatch, prototype, ccs) replace the seeded order by their ranking:
+Score-based methods (ifd, uncertainty, gradmatch, prototype, ccs, facility) replace the seeded order by their ranking:
 the quota phase breaks ties by it and the fill takes rows in it.
 
 Diversity in the report: mean nearest-neighbour distance inside the set (higher: less
@@ -104,7 +108,7 @@ from tasks.records import read_jsonl, write_json, write_jsonl
 
 PARAMS = ("condense", "deidentify")  # the params.yaml keys this stage reads (dvc.yaml lists the same)
 MIN_PER_STRATUM = 5  # every stratum keeps min(n_s, 5) at least: small groups stay measurable
-SCORED = ("ifd", "uncertainty", "gradmatch", "prototype", "ccs")  # methods that rank rows instead of the seeded order
+SCORED = ("ifd", "uncertainty", "gradmatch", "prototype", "ccs", "facility")  # methods that rank rows instead of the seeded order
 MISSING = "(missing)"
 RATIONALE = ("rationale", "kept")  # the stratum of rows with a kept rationale
 NO_RATIONALE = ("rationale", "none")  # its complement: without it the quota greedy would favour kept rows
@@ -365,6 +369,29 @@ def priorities(rows: list[dict], params: Condense, domain=None, scorer=None,
             return _ccs(d, params), {"ccs_score": "prototype", **report}
         key = d if params.prototype_keep == "easy" else -d
         return tie[np.argsort(key[tie], kind="stable")], {"prototype_keep": params.prototype_keep, **report}
+    if params.method == "facility":
+        from tasks.condensation.facility import facility_order
+
+        if params.facility_on == "answer":
+            from tasks.condensation.embeddings import sparse_tfidf
+
+            x = sparse_tfidf([answer(r) for r in rows])  # None: no answer has a word; then the seeded order
+            if x is None:
+                return None, {"facility_on": "answer", "picks": 0}
+        if x is None:
+            raise ValueError("condense.method=facility needs the rows' embeddings")
+        k = max(1, round(params.ratio * len(rows)))
+        pickable = np.array([bool(r.get("rationale")) for r in rows]) if params.rationale_rows == "first" else None
+        t0 = time.perf_counter()
+        # per label, as CRAIG selects; not over the answers: they are the label space itself, and
+        # one answer under several labels (CQA's letters) would be picked once per label
+        strata = [str(r.get("label")) for r in rows] if params.facility_on == "text" else None
+        with threadpool_limits(1):
+            order, weights = facility_order(x, k, params.seed, strata=strata, kind="cosine", candidates=pickable)
+        return order, {"facility_on": params.facility_on, "picks": len(weights),
+                       "greedy_seconds": round(time.perf_counter() - t0, 2),
+                       "weight_max": int(weights.max()) if len(weights) else 0,
+                       "weight_median": float(np.median(weights)) if len(weights) else 0.0}
     if params.method == "uncertainty":
         from tasks.condensation.scoring import uncertainty
 
@@ -397,6 +424,11 @@ def priorities(rows: list[dict], params: Condense, domain=None, scorer=None,
                    "greedy_seconds": round(time.perf_counter() - t0, 2),
                    "craig_weight_max": int(weights.max()) if len(weights) else 0,
                    "craig_weight_median": float(np.median(weights)) if len(weights) else 0.0}
+
+
+def answer(row: dict) -> str:
+    """The gold answer's text: `answer` where the label is a key (CQA's letters), else the label."""
+    return str(row.get("answer") or row.get("label") or "")
 
 
 def _ccs(difficulty: np.ndarray, params: Condense) -> np.ndarray:

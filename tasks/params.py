@@ -135,8 +135,9 @@ class Synthesize(Section):
 
 class Condense(Section):
     # random | kcenter | ifd (Superfiltering) | uncertainty (teacher) | gradmatch (CRAIG)
-    # | prototype (Sorscher et al. 2022) | ccs (Zheng et al. 2023); tasks/condense.py
-    method: Literal["random", "kcenter", "ifd", "uncertainty", "gradmatch", "prototype", "ccs"] = "kcenter"
+    # | prototype (Sorscher et al. 2022) | ccs (Zheng et al. 2023) | facility (facility location
+    # on the embeddings); tasks/condense.py
+    method: Literal["random", "kcenter", "ifd", "uncertainty", "gradmatch", "prototype", "ccs", "facility"] = "kcenter"
     ratio: float = Field(0.5, gt=0, le=1)  # share of the training records kept
     seed: int = 0
     dedup: Literal["none", "exact", "near"] = "near"  # near: exact + MinHash LSH (tasks/condensation/dedup.py)
@@ -150,6 +151,9 @@ class Condense(Section):
     ccs_score: Literal["prototype", "ifd"] = "prototype"  # ccs: the difficulty whose range it covers
     ccs_strata: int = Field(50, ge=1)  # ccs: equal-width difficulty bins
     ccs_prune_hard: float = Field(0.0, ge=0, lt=1)  # ccs: hardest share dropped first (label noise)
+    # facility: what the picks stand in for. text: the records (their embeddings); answer: the gold
+    # answers (TF-IDF cosine), so the kept set's answers cover the answers the student would learn
+    facility_on: Literal["text", "answer"] = "text"
     # proportional: rows with and without a kept rationale keep their shares (the teacher's misses
     # stay); first: rows with one go first wherever the method has a choice (tasks/condense.py)
     rationale_rows: Literal["proportional", "first"] = "proportional"

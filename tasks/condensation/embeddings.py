@@ -30,14 +30,22 @@ def lsa(texts: list[str], seed: int = 0, dim: int = EMBED_DIM) -> np.ndarray:
     n = len(texts)
     if n == 0:
         return np.zeros((0, 1), dtype=np.float32)
-    try:
-        tfidf = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2 if n >= 50 else 1,
-                                max_features=50_000, dtype=np.float32).fit_transform(texts)
-    except ValueError:  # no token at all (empty or punctuation-only texts)
+    tfidf = sparse_tfidf(texts, min_df=2 if n >= 50 else 1)
+    if tfidf is None:  # no token at all (empty or punctuation-only texts)
         return np.zeros((n, 1), dtype=np.float32)
     k = min(dim, tfidf.shape[1] - 1, n - 1)
     x = TruncatedSVD(n_components=k, random_state=seed).fit_transform(tfidf) if k >= 2 else tfidf.toarray()
     return normalize(x).astype(np.float32)
+
+
+def sparse_tfidf(texts: list[str], min_df: int = 1):
+    """L2-normalised TF-IDF rows `(n, vocab)` (scipy sparse, word 1-2 grams, sublinear tf); None
+    when no text has a token."""
+    try:
+        return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=min_df, max_features=50_000,
+                               dtype=np.float32).fit_transform(texts)
+    except ValueError:
+        return None
 
 
 def minilm_path() -> Path:

@@ -34,6 +34,8 @@ import math
 import numpy as np
 import torch
 
+from tasks.condensation.facility import EPS, facility_order
+
 from tasks.condensation.scoring import (
     BATCH,
     MAX_TOKENS,
@@ -45,7 +47,6 @@ from tasks.distillation.examples import LABEL, make_example
 
 SKETCH = (16, 16)  # (a, b): a 256-dim gradient sketch
 HEAD_CHUNK = 256  # target positions per (chunk, V) logits block
-EPS = 0.01  # stochastic greedy: each step finds a (1 - 1/e - eps)-good pick in expectation
 
 
 def label_pairs(domain, tok, rows: list[dict], max_length: int) -> list[tuple[list[int], list[int]]]:
@@ -90,75 +91,11 @@ def gradient_sketches(model, pairs: list[tuple[list[int], list[int]]], pad_id: i
     return out
 
 
-def _facility_location(g: np.ndarray, sq: np.ndarray, k: int, d0: float, rng: np.random.Generator,
-                       eps: float) -> tuple[list[int], np.ndarray]:
-    """k stochastic-greedy facility-location picks among the rows of g; (picks, nearest pick per row)."""
-    n = len(g)
-    best = np.zeros(n, dtype=np.float32)  # max similarity of each row to the picks (0: none yet)
-    nearest = np.full(n, -1, dtype=np.int64)
-    chosen = np.zeros(n, dtype=bool)
-    picks: list[int] = []
-    size = min(n, max(1, math.ceil(n / k * math.log(1 / eps))))
-    for _ in range(k):
-        free = np.flatnonzero(~chosen)
-        cand = free if len(free) <= size else rng.choice(free, size, replace=False)
-        d = np.sqrt(np.maximum(sq[:, None] + sq[cand][None, :] - 2.0 * g @ g[cand].T, 0.0))  # (n, c)
-        gain = np.maximum(d0 - d - best[:, None], 0.0).sum(0)
-        j = int(np.argmax(gain))
-        c = int(cand[j])
-        sim = d0 - d[:, j]
-        better = sim > best
-        best[better], nearest[better] = sim[better], len(picks)
-        chosen[c] = True
-        picks.append(c)
-    return picks, nearest
-
-
-def budgets(sizes: list[int], k: int) -> list[int]:
-    """k split over strata in proportion to their sizes (largest remainder, ties to the earlier)."""
-    total = sum(sizes)
-    if total == 0:
-        return [0] * len(sizes)
-    exact = [k * s / total for s in sizes]
-    out = [min(s, math.floor(e)) for s, e in zip(sizes, exact)]
-    for i in sorted(range(len(sizes)), key=lambda i: (-(exact[i] - math.floor(exact[i])), i)):
-        if sum(out) >= k:
-            break
-        if out[i] < sizes[i]:
-            out[i] += 1
-    return out
-
-
 def craig_order(g: np.ndarray, k: int, seed: int = 0, eps: float = EPS,
                 strata: list | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(order of all n rows: k stochastic-greedy facility-location picks first; weights `(k,)`).
 
-    weights[j] = rows whose most similar pick is order[j] (CRAIG's gamma_j). `strata` (one key
-    per row, e.g. the label): CRAIG's per-class selection, the budget split by size and each
-    stratum's picks interleaved in proportion (the j-th of k_s picks at j / k_s), so a fill that
-    stops early still takes every stratum's best picks. None: one stratum.
+    CRAIG's objective on the sketches (similarity d0 - ||g_i - g_j||); `strata` (one key per row,
+    e.g. the label): CRAIG's per-class selection (tasks/condensation/facility.py).
     """
-    n = len(g)
-    k = max(0, min(k, n))
-    rng = np.random.default_rng(seed)
-    if n == 0 or k == 0:
-        return rng.permutation(n), np.zeros(0, dtype=np.int64)
-    g = g.astype(np.float32)
-    sq = (g * g).sum(1)
-    d0 = 2.0 * float(np.sqrt(sq.max())) + 1e-6  # ||g_i - g_j|| <= 2 max ||g||: similarities stay >= 0
-    keys = np.zeros(n, dtype=np.int64) if strata is None else np.unique(np.asarray(strata, dtype=str),
-                                                                         return_inverse=True)[1].ravel()
-    groups = [np.flatnonzero(keys == s) for s in range(int(keys.max()) + 1)]
-    ranked: list[tuple[float, int, int, int]] = []  # (position j / k_s, stratum, global row, its weight)
-    for s, (rows, k_s) in enumerate(zip(groups, budgets([len(r) for r in groups], k))):
-        if k_s == 0:
-            continue
-        picks, nearest = _facility_location(g[rows], sq[rows], k_s, d0, rng, eps)
-        weight = np.bincount(nearest[nearest >= 0], minlength=k_s)
-        ranked += [(j / k_s, s, int(rows[c]), int(weight[j])) for j, c in enumerate(picks)]
-    ranked.sort()
-    picked = np.array([r[2] for r in ranked], dtype=np.int64)
-    chosen = np.zeros(n, dtype=bool)
-    chosen[picked] = True
-    rest = rng.permutation(np.flatnonzero(~chosen))
-    return np.concatenate([picked, rest]), np.array([r[3] for r in ranked], dtype=np.int64)
+    return facility_order(g, k, seed, eps, strata, kind="distance")
