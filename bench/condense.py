@@ -106,6 +106,8 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/condense-cqa.json")
     ap.add_argument("--workers", type=int, default=1,
                     help="arms trained at once, each in its own process with its own cache copy (~5 GB each)")
+    ap.add_argument("--versus", default="random+first",
+                    help="each method over its selection seeds minus this one over its seeds (paired bootstrap)")
     ap.add_argument("--reuse", default="", help="earlier runs' .json (comma-separated) with the same training setup: "
                     "their arms enter the table as measured instead of being trained again (another --steps, --lr ...: "
                     "only the untrained arm)")
@@ -388,12 +390,14 @@ def table(args, arms: dict, started: float) -> None:
                              f"(sd {v['train_sd']:.4f}; {', '.join(f'{x:.4f}' for x in accs)})")
     # a method over its selection seeds ("kcenter+first", "kcenter+first/s1", ...): one seed's subset
     # can be lucky (prototype's, kcenter+first's), so the method's expected subset is the seeds' mean
+    over_seeds = {}  # (family, ratio) -> its arms, for --versus
     for family, seeded in itertools.groupby(sorted(methods, key=_unseeded), key=_unseeded):
         seeded = list(seeded)
         for ratio in ratios:
             cs, rs = [arms[f"{m} {ratio:.0%}"] for m in seeded if f"{m} {ratio:.0%}" in arms], draws_at[ratio]
             if len(cs) < 2 or not rs:
                 continue
+            over_seeds[family, ratio] = cs
             acc, mean_b = float(np.mean([c["accuracy"] for c in cs])), resampled(*cs)
             ret, ret_ci = retained(acc, mean_b)
             v = verdicts[f"{family} {ratio:.0%} over {len(cs)} seeds"] = {
@@ -411,6 +415,17 @@ def table(args, arms: dict, started: float) -> None:
                 t["met"] = bool(t["retained_10"] >= 0.9 and t["beats_mean_random_10"] and t["full_gain_ci_excludes_0"])
                 lines.append(f"\ntarget for {family} over {len(cs)} seeds (their mean retains >= 90% and beats the mean "
                              f"random 10%): {'met' if t['met'] else 'NOT met'}")
+    # one method against another, each over its selection seeds, the same resamples (--versus)
+    for (family, ratio), cs in over_seeds.items():
+        vs = over_seeds.get((args.versus, ratio))
+        if vs is None or family == args.versus:
+            continue
+        diff = float(np.mean([c["accuracy"] for c in cs]) - np.mean([c["accuracy"] for c in vs]))
+        ci = ci95(resampled(*cs) - resampled(*vs))
+        verdicts[f"{family} {ratio:.0%} over seeds minus {args.versus}"] = {"minus": diff, "ci95": ci,
+                                                                           "seeds": [len(cs), len(vs)]}
+        lines.append(f"\n{family} {ratio:.0%} over {len(cs)} seeds minus {args.versus} over {len(vs)}: accuracy "
+                     f"{diff:+.4f} (95% CI {ci[0]:+.4f} to {ci[1]:+.4f})")
     lines.append(f"\nelapsed {time.perf_counter() - started:.0f} s; load average (1/5/15 min) {cqa.loadavg()}")
     print("\n".join(lines), flush=True)
     out = Path(args.out)

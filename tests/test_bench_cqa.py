@@ -114,7 +114,7 @@ def test_condense_bench_table_reuses_arms_exactly(tmp_path):
     from bench import condense as cb
     rng = np.random.default_rng(0)
     setup = dict(steps=400, batch=8, lr=3e-4, rationale_weight=0.5, rationale_tokens=64, cache_at=24, train_top=6,
-                 n_test=0, seed=0, boot=300, ratios="0.1", random_seeds="0,1,2")
+                 n_test=0, seed=0, boot=300, ratios="0.1", random_seeds="0,1,2", versus="")
     arms = {}
     for name, p in [("untrained", 0.2), ("full", 0.3), ("ifd 10%", 0.27), ("random+first 10%", 0.29), ("random 10% s0", 0.3),
                     ("random 10% s1", 0.28), ("random 10% s2", 0.29)]:
@@ -174,15 +174,20 @@ def test_condense_bench_reads_a_method_over_its_selection_seeds(tmp_path):
     n = 1000
     arms = {}
     for name, p in [("untrained", 0.2), ("full", 0.3), ("m 10%", 0.31), ("m/s1 10%", 0.22), ("m/s2 10%", 0.25),
-                    ("random 10% s0", 0.26), ("random 10% s1", 0.27)]:
+                    ("r 10%", 0.24), ("r/s1 10%", 0.26), ("random 10% s0", 0.26), ("random 10% s1", 0.27)]:
         c = rng.random(n) < p
         arms[name] = dict(name=name, n=1, correct=c, accuracy=float(c.mean()), gold_logprob=-1.0, student="s")
     args = argparse.Namespace(method="m,m/s1,m/s2", out=str(tmp_path / "t.json"), reuse="", steps=400, batch=8, lr=3e-4,
                               rationale_weight=0.5, rationale_tokens=64, cache_at=24, train_top=6, n_test=0, seed=0,
-                              boot=300, ratios="0.1", random_seeds="0,1")
+                              boot=300, ratios="0.1", random_seeds="0,1", versus="r")
     cb.table(args, arms, 0.0)
     written = json.loads((tmp_path / "t.json").read_text())
     over = written["versus_random"]["m 10% over 3 seeds"]
+    versus = written["versus_random"]["m 10% over seeds minus r"]  # --versus: method against method, seeds averaged
+    r_mean = np.mean([arms[k]["accuracy"] for k in ("r 10%", "r/s1 10%")])
+    assert versus["minus"] == pytest.approx(np.mean([arms[k]["accuracy"] for k in ("m 10%", "m/s1 10%", "m/s2 10%")]) - r_mean)
+    assert versus["ci95"][0] < versus["minus"] < versus["ci95"][1] and versus["seeds"] == [3, 2]
+    assert "r 10% over seeds minus r" not in written["versus_random"]
     seeds_mean = np.mean([arms[k]["accuracy"] for k in ("m 10%", "m/s1 10%", "m/s2 10%")])
     gain = arms["full"]["accuracy"] - arms["untrained"]["accuracy"]
     assert over["accuracy"] == pytest.approx(seeds_mean)
@@ -211,7 +216,7 @@ def test_condense_bench_reads_full_over_training_seeds(tmp_path):
         arms[name] = dict(name=name, n=1, correct=c, accuracy=float(c.mean()), gold_logprob=-1.0, student="s")
     args = argparse.Namespace(method="m,m/s1,m/t1", out=str(tmp_path / "t.json"), reuse="", steps=400, batch=8, lr=3e-4,
                               rationale_weight=0.5, rationale_tokens=64, cache_at=24, train_top=6, n_test=0, seed=0,
-                              boot=300, ratios="0.1", random_seeds="0,1", full_seeds="1,2")
+                              boot=300, ratios="0.1", random_seeds="0,1", full_seeds="1,2", versus="")
     cb.table(args, arms, 0.0)
     written = json.loads((tmp_path / "t.json").read_text())
     base = arms["untrained"]["accuracy"]
