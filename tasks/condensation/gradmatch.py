@@ -35,7 +35,6 @@ import numpy as np
 import torch
 
 from tasks.condensation.facility import EPS, facility_order
-
 from tasks.condensation.scoring import (
     BATCH,
     MAX_TOKENS,
