@@ -74,11 +74,11 @@ def main() -> None:
     m, a = np.array([r[1:] for r in rows[1:]]).T
     rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
     print(f"over the {len(m)} subsets: Spearman {np.corrcoef(rank(m), rank(a))[0, 1]:+.2f}, Pearson {np.corrcoef(m, a)[0, 1]:+.2f}")
-    arms = [n for n in seen if n in bits and n != "full"]
-    if len(arms) >= 3:
-        b, se = answer_effects(np.array([bits[n] for n in arms], float),
-                               np.array([seen[n][0] for n in arms], float), np.array([seen[n][1] for n in arms], float))
-        print(f"two-way fixed effects over {len(arms)} subsets x {len(test)} questions: gold seen {100 * b[0]:+.1f} points "
+    measured = [n for n in seen if n in bits and n != "full"]  # subsets with per-question results
+    if len(measured) >= 3:
+        b, se = answer_effects(np.array([bits[n] for n in measured], float), np.array([seen[n][0] for n in measured], float),
+                               np.array([seen[n][1] for n in measured], float))
+        print(f"two-way fixed effects over {len(measured)} subsets x {len(test)} questions: gold seen {100 * b[0]:+.1f} points "
               f"(bootstrap SE {100 * se[0]:.1f}), distractor seen {100 * b[1]:+.1f} (SE {100 * se[1]:.1f})")
 
 
