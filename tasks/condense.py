@@ -386,7 +386,7 @@ def priorities(rows: list[dict], params: Condense, domain=None, scorer=None,
                 return None, {"facility_on": "answer", "picks": 0}
         if x is None:
             raise ValueError("condense.method=facility needs the rows' embeddings")
-        k = max(1, round(params.ratio * len(rows)))
+        k = _budget(params, len(rows))
         pickable = np.array([bool(r.get("rationale")) for r in rows]) if params.rationale_rows == "first" else None
         t0 = time.perf_counter()
         # per label, as CRAIG selects; not over the answers: they are the label space itself, and
@@ -422,7 +422,7 @@ def priorities(rows: list[dict], params: Condense, domain=None, scorer=None,
     pairs = gradmatch.label_pairs(domain, tok, rows, params.scorer_max_length)
     g = gradmatch.gradient_sketches(model, pairs, tok.pad_token_id, params.seed)
     t0 = time.perf_counter()
-    k = max(1, round(params.ratio * len(rows)))
+    k = _budget(params, len(rows))
     with threadpool_limits(1):
         # per class, as CRAIG selects (and a greedy over each class alone is much cheaper)
         order, weights = gradmatch.craig_order(g, k, params.seed, strata=[str(r.get("label")) for r in rows])
@@ -430,6 +430,11 @@ def priorities(rows: list[dict], params: Condense, domain=None, scorer=None,
                    "greedy_seconds": round(time.perf_counter() - t0, 2),
                    "craig_weight_max": int(weights.max()) if len(weights) else 0,
                    "craig_weight_median": float(np.median(weights)) if len(weights) else 0.0}
+
+
+def _budget(params: Condense, n: int) -> int:
+    """Rows a ranking method plans for: round(ratio * n), at least 1 (run() caps it at n)."""
+    return max(1, round(params.ratio * n))
 
 
 def answer(row: dict) -> str:
@@ -440,7 +445,7 @@ def answer(row: dict) -> str:
 def _ccs(difficulty: np.ndarray, params: Condense) -> np.ndarray:
     from tasks.condensation.ccs import ccs_order
 
-    k = max(1, round(params.ratio * len(difficulty)))
+    k = _budget(params, len(difficulty))
     return ccs_order(difficulty, k, params.ccs_strata, params.ccs_prune_hard, params.seed)
 
 
@@ -464,7 +469,7 @@ def run(rows: list[dict], attributes: tuple[str, ...], params: Condense, *, doma
                                       deid_config or Deidentify(), params.seed, model, tok)
     pool = rows + synthetic
     n_real = len(rows)
-    k = min(n_real, max(1, round(params.ratio * n_real))) if n_real else 0
+    k = min(n_real, _budget(params, n_real)) if n_real else 0
     dropped = dd.find_duplicates(pool, params.dedup, params.near_threshold, params.seed)
     alive = np.flatnonzero(dd.keep_mask(len(pool), dropped))
     cand = [pool[i] for i in alive]

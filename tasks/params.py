@@ -136,7 +136,7 @@ class Synthesize(Section):
 class Condense(Section):
     # random | kcenter | ifd (Superfiltering) | uncertainty (teacher) | gradmatch (CRAIG)
     # | prototype (Sorscher et al. 2022) | ccs (Zheng et al. 2023) | facility (facility location
-    # on the embeddings); tasks/condense.py
+    # over the embeddings or the gold answers: facility_on); tasks/condense.py
     method: Literal["random", "kcenter", "ifd", "uncertainty", "gradmatch", "prototype", "ccs", "facility"] = "kcenter"
     ratio: float = Field(0.5, gt=0, le=1)  # share of the training records kept
     seed: int = 0

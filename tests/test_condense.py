@@ -446,8 +446,7 @@ def test_craig_per_stratum_budgets_cover_and_interleave():
 
 def test_facility_location_weights_dense_regions_and_picks_only_candidates():
     """Cosine facility location: a wide, crowded topic gets most picks, every small one at least
-    one (k-center spends its picks on the outskirts, prototype skips small topics); with
-    `candidates` only those are picked, while every row still counts in the objective."""
+    one; with `candidates` only those are picked, while every row still counts in the objective."""
     rng = np.random.default_rng(0)
     axes = np.eye(16, dtype=np.float32)
     big = axes[0] + 0.6 * rng.normal(size=(400, 16)).astype(np.float32) * (np.arange(16) < 8)  # spread over dims 0-7

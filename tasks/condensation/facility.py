@@ -37,13 +37,14 @@ def greedy(similarity: Callable[[np.ndarray], np.ndarray], n: int, k: int, rng: 
     `candidates` `(n,)` bool: rows that may be picked (all: None); every row counts in F.
     """
     allowed = np.ones(n, dtype=bool) if candidates is None else np.asarray(candidates, dtype=bool).copy()
-    k = min(k, int(allowed.sum()))
+    n_allowed = int(allowed.sum())
+    k = min(k, n_allowed)
     best = np.zeros(n, dtype=np.float32)  # max similarity of each row to the picks (0: none yet)
     nearest = np.full(n, -1, dtype=np.int64)
     picks: list[int] = []
     if k == 0:
         return picks, nearest
-    size = min(int(allowed.sum()), max(1, math.ceil(allowed.sum() / k * math.log(1 / eps))))
+    size = min(n_allowed, max(1, math.ceil(n_allowed / k * math.log(1 / eps))))
     for _ in range(k):
         free = np.flatnonzero(allowed)
         cand = free if len(free) <= size else rng.choice(free, size, replace=False)
@@ -71,16 +72,15 @@ def budgets(sizes: list[int], k: int) -> list[int]:
     return out
 
 
-def _similarity(x, rows: np.ndarray, kind: str) -> Callable[[np.ndarray], np.ndarray]:
-    """sim(cand) `(len(rows), len(cand))` among `rows` of x (dense, or scipy sparse for cosine)."""
-    xs = x[rows]
+def _similarity(xs, kind: str, d0: float) -> Callable[[np.ndarray], np.ndarray]:
+    """sim(cand) `(len(xs), len(cand))` among the rows of xs (dense, or scipy sparse for cosine);
+    d0 bounds the distances (kind distance)."""
     if kind == "cosine":
         def cosine(cand):
             s = xs @ xs[cand].T
             return np.maximum(s.toarray() if hasattr(s, "toarray") else s, 0.0)
         return cosine
     sq = (xs * xs).sum(1)
-    d0 = 2.0 * float(np.sqrt((x * x).sum(1).max())) + 1e-6  # ||x_i - x_j|| <= 2 max ||x||: similarities stay >= 0
 
     def distance(cand):
         return d0 - np.sqrt(np.maximum(sq[:, None] + sq[cand][None, :] - 2.0 * xs @ xs[cand].T, 0.0))
@@ -105,13 +105,15 @@ def facility_order(x: np.ndarray, k: int, seed: int = 0, eps: float = EPS, strat
     if n == 0 or k == 0:
         return rng.permutation(n), np.zeros(0, dtype=np.int64)
     x = x.astype(np.float32)
+    # ||x_i - x_j|| <= 2 max ||x||: distance similarities stay >= 0
+    d0 = 2.0 * float(np.sqrt((x * x).sum(1).max())) + 1e-6 if kind == "distance" else 0.0
     allowed = np.ones(n, dtype=bool) if candidates is None else np.asarray(candidates, dtype=bool)
     keys = np.zeros(n, dtype=np.int64) if strata is None else np.unique(np.asarray(strata, dtype=str),
                                                                          return_inverse=True)[1].ravel()
     groups = [np.flatnonzero(keys == s) for s in range(int(keys.max()) + 1)]
     ranked: list[tuple[float, int, int, int]] = []  # (position j / k_s, stratum, global row, its weight)
     for s, (rows, k_s) in enumerate(zip(groups, budgets([len(r) for r in groups], k))):
-        picks, nearest = greedy(_similarity(x, rows, kind), len(rows), k_s, rng, eps, allowed[rows])
+        picks, nearest = greedy(_similarity(x[rows], kind, d0), len(rows), k_s, rng, eps, allowed[rows])
         weight = np.bincount(nearest[nearest >= 0], minlength=len(picks))
         ranked += [(j / len(picks), s, int(rows[c]), int(weight[j])) for j, c in enumerate(picks)]
     ranked.sort()
