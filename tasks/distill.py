@@ -73,9 +73,11 @@ kills one). Early stopping: with eval_every > 0, `val_fraction` of the training 
 out; their loss every eval_every steps; after `patience` evaluations without a new best the run
 stops, and the best weights are restored.
 
-Multi-GPU: under `accelerate launch` (WORLD_SIZE > 1) each process takes its share of every
-step's batch and the gradients are averaged with an all-reduce before the optimizer step; only
-the main process writes. A single process never touches accelerate (it measured no faster).
+Multi-GPU: under `accelerate launch` or torchrun (WORLD_SIZE > 1) each process takes its share
+of every step's batch; the loss terms are normalised by the whole batch's token counts and the
+gradients summed with one all-reduce, so the step equals the one-process step (tasks.distillation.
+distributed). Held-out loss and the evaluation answers are split and gathered; only the main
+process writes. A single process never touches accelerate (it measured no faster).
 
 A prompt longer than `max_length` minus its target keeps its first HEAD_TOKENS tokens (chat
 header, task tag) and its tail (end of the text, the question, the assistant header): the middle
@@ -135,15 +137,19 @@ EVAL_FIELDS = ("step", "split", "loss", "ppl", "label_loss", "rationale_loss")  
 
 
 def answers(model, tok, domain: Domain, rows: list[dict], max_new_tokens: int, desc: str) -> list[dict]:
-    """Greedy completion of each row's "[label]" prompt: {text, answer, correct}."""
+    """Greedy completion of each row's "[label]" prompt: {text, answer, correct} (under data
+    parallelism each process answers its share of the rows; every process gets all answers)."""
+    dist = Dist.from_env()
+    rows = dist.shard(rows)
     prompts = [task_prompt(domain, tok, r) for r in rows]
-    outs = models.generate(model, tok, prompts, batch_size=EVAL_BATCH, max_new_tokens=max_new_tokens, desc=desc)
+    outs = models.generate(model, tok, prompts, batch_size=EVAL_BATCH, max_new_tokens=max_new_tokens, desc=desc,
+                           progress=dist.main)
     result = []
     for row, out in zip(rows, outs):
         answer = domain.parse_answer(out["text"])
         correct = answer is not None and answer == gold_label(domain, row)
         result.append({"text": out["text"], "answer": answer, "correct": correct})
-    return result
+    return dist.gather(result)
 
 
 def _accuracy(results: list[dict]) -> float | None:

@@ -1,5 +1,7 @@
-"""Data parallelism under `accelerate launch`: each process takes a share of the batch and one
-all-reduce averages the gradients; a single process never touches torch.distributed."""
+"""Data parallelism under `accelerate launch` (or torchrun): each process takes a share of every
+step's batch, every loss is normalised by the whole batch's counts, and one all-reduce sums the
+gradients, so N processes take the same step as one process with the whole batch. A single
+process never touches torch.distributed."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import torch
 
 @dataclass
 class Dist:
-    """This process's place in a multi-process (accelerate) launch; rank 0 of 1 otherwise."""
+    """This process's place in a multi-process launch; rank 0 of 1 otherwise."""
 
     rank: int = 0
     world: int = 1
@@ -25,17 +27,49 @@ class Dist:
     def main(self) -> bool:
         return self.rank == 0
 
-    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
-        """All-reduce mean of the gradients (a no-op in one process)."""
+    def shard(self, items: list) -> list:
+        """This process's share: every world-th item from its rank (all of them in one process)."""
+        return items[self.rank :: self.world]
+
+    def gather(self, share: list) -> list:
+        """The inverse of `shard`: every process's share back in the original order, on every process."""
         if self.world == 1:
-            return
+            return share
+        shares = [None] * self.world
+        self._group().all_gather_object(shares, share)
+        out = [None] * sum(len(s) for s in shares)
+        for rank, items in enumerate(shares):
+            out[rank :: self.world] = items
+        return out
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Elementwise sum over the processes (in place; returned as is in one process)."""
+        if self.world > 1:
+            self._group().all_reduce(values)
+        return values
+
+    @staticmethod
+    def _group():
         import torch.distributed as dist
 
         if not dist.is_initialized():  # accelerate / torchrun set the rendezvous variables
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return dist
+
+    def sum_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """All-reduce sum of the gradients: each process's loss is its share of the batch's loss."""
         grads = [p.grad for p in params if p.grad is not None]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        flat /= self.world
+        if self.world == 1 or not grads:
+            return
+        flat = self.sum(torch.cat([g.reshape(-1) for g in grads]))
         for g, part in zip(grads, flat.split([g.numel() for g in grads])):
             g.copy_(part.view_as(g))
+
+    def sum_floats(self, values: dict[str, float]) -> dict[str, float]:
+        """The dict's numbers summed over the processes (one all-reduce, float64)."""
+        if self.world == 1:
+            return values
+        keys = list(values)
+        device = "cuda" if torch.cuda.is_available() else "cpu"  # nccl reduces CUDA tensors only
+        total = self.sum(torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device))
+        return dict(zip(keys, total.tolist()))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from tasks.distillation.distributed import Dist
 from tasks.distillation.examples import LABEL, RATIONALE, TASKS
 from tasks.distillation.teacher import TeacherTargets
 from tasks.losses import (
@@ -51,12 +52,15 @@ def multitask_loss(
 def head_loss(
     hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, task: torch.Tensor,
     teacher: TeacherTargets | None, params: Distill, weights: dict[str, float], kind: str, ce: bool = True,
+    dist: Dist = Dist(),
 ) -> dict[str, torch.Tensor]:
     """The multi-task KD + CE loss through the student's head, chunk by chunk; and every term.
 
     Returns "loss" (differentiable in hidden, weight, bias) and, detached, the per-task means
     `<task>_kd`, `<task>_ce` and their task-weighted sums "kd", "ce". KD is T^2-scaled for the
     dense teacher, unscaled (T = 1) for stored top-k; CE is left out when `ce` is False.
+    Under data parallelism (`dist`), the means divide by the whole batch's position counts, so
+    each term is this process's share and the processes' sums are the whole batch's values.
     """
     use_kd = teacher is not None and params.kd_weight > 0
     dense = use_kd and teacher.ids is None
@@ -66,10 +70,14 @@ def head_loss(
         has_kd = teacher.has
     kd_w = torch.zeros_like(hidden[:, 0])  # (N,) per-position weights, normalised per task
     ce_w = torch.zeros_like(kd_w)
-    count = {}
+    local = {}
     for flag, name in enumerate(TASKS):
         sel = task == flag
-        count[name] = (int(sel.sum()), int((sel & has_kd).sum()))
+        local[f"{name}_n"], local[f"{name}_kd_n"] = int(sel.sum()), int((sel & has_kd).sum())
+    local = dist.sum_floats(local)  # the whole batch's counts
+    count = {name: (int(local[f"{name}_n"]), int(local[f"{name}_kd_n"])) for name in TASKS}
+    for flag, name in enumerate(TASKS):
+        sel = task == flag
         if weights[name] == 0:
             continue
         if ce and params.ce_weight and count[name][0]:

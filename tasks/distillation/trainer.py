@@ -112,20 +112,23 @@ def train(student, teacher, pools: dict[str, list[Example]], params: Distill, pa
         examples = [pools[LABEL][draws[LABEL].next()] for _ in range(n_label)] + [
             pools[RATIONALE][draws[RATIONALE].next()] for _ in range(n_rationale)]
         on_policy = params.gkd_lambda > 0 and random.Random(f"{params.seed}:gkd:{step}").random() < params.gkd_lambda
-        if on_policy:
-            examples = sample_continuations(student, examples, params, pad_id, eos_id, seed=params.seed * 1_000_003 + step)
-        examples = examples[dist.rank :: dist.world]
-        losses = step_loss(student, teacher_states, align, examples, params, weights, on_policy, pad_id, device)
+        examples = dist.shard(examples)  # every process drew the same batch; each takes its share
+        if on_policy:  # each process samples its share, from its own seed
+            examples = sample_continuations(student, examples, params, pad_id, eos_id,
+                                            seed=params.seed * 1_000_003 + step + dist.rank * 1_000_000_007)
+        losses = step_loss(student, teacher_states, align, examples, params, weights, on_policy, pad_id, device, dist)
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
-        dist.average_gradients(trainable)
+        dist.sum_gradients(trainable)
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, CLIP)
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         schedule.step()
-        row = {k: float(f"{float(v.detach()):.7g}") for k, v in losses.items() if k != "tokens"}  # 7 digits: terms can be tiny
+        terms = dist.sum_floats({k: float(v.detach()) for k, v in losses.items() if k != "tokens"} | {
+            "tokens": losses["tokens"], "teacher_examples": teacher_states.computed if teacher_states else 0})
+        row = {k: float(f"{v:.7g}") for k, v in terms.items()}  # 7 digits: terms can be tiny
         row.update(step=step, on_policy=int(on_policy), lr=lr, grad_norm=round(float(grad_norm), 4),
-                   tokens=losses["tokens"], teacher_examples=teacher_states.computed if teacher_states else 0,
+                   tokens=int(terms["tokens"]), teacher_examples=int(terms["teacher_examples"]),
                    seconds=round(time.perf_counter() - started, 3))
         stop = False
         if eval_pools is not None and params.eval_every and (step % params.eval_every == 0 or step == params.steps):
@@ -160,8 +163,10 @@ def train(student, teacher, pools: dict[str, list[Example]], params: Distill, pa
 
 
 def step_loss(student, teacher_states: TeacherStates | None, align: HiddenAlign | None, examples: list[Example],
-              params: Distill, weights: dict[str, float], on_policy: bool, pad_id: int, device) -> dict:
-    """One batch's loss with every term, unweighted and weighted (see HISTORY_FIELDS)."""
+              params: Distill, weights: dict[str, float], on_policy: bool, pad_id: int, device,
+              dist: Dist = Dist()) -> dict:
+    """One batch's loss with every term, unweighted and weighted (see HISTORY_FIELDS); under data
+    parallelism, this process's share of the whole batch's loss and terms."""
     batch = collate(examples, pad_id, device)
     layers = align.student_layers if align is not None else ()
     h, targets, task, s_extra = assistant_hidden(student, batch, layers)
@@ -175,8 +180,10 @@ def step_loss(student, teacher_states: TeacherStates | None, align: HiddenAlign 
         teacher = topk_targets(examples, device)
     weight, bias = output_head(student)
     kind = params.gkd_divergence if on_policy else params.divergence
-    out = head_loss(h, weight, bias, targets, task, teacher, params, weights, kind, ce=not on_policy)
-    out["hidden"] = align(s_extra, t_extra) if align is not None else h.new_zeros(())
+    out = head_loss(h, weight, bias, targets, task, teacher, params, weights, kind, ce=not on_policy, dist=dist)
+    out["hidden"] = h.new_zeros(())
+    if align is not None:  # a mean over this share's positions, weighted by the share's part of the batch
+        out["hidden"] = align(s_extra, t_extra) * (len(h) / dist.sum_floats({"n": len(h)})["n"])
     out["kd_weighted"] = params.kd_weight * out["kd"]
     out["ce_weighted"] = params.ce_weight * out["ce"] if not on_policy else h.new_zeros(())
     out["hidden_weighted"] = params.hidden_weight * out["hidden"]
@@ -189,9 +196,11 @@ def step_loss(student, teacher_states: TeacherStates | None, align: HiddenAlign 
 @torch.no_grad()
 def heldout_loss(model, pools: dict[str, list[Example]], pad_id: int, batch_size: int = EVAL_BATCH,
                  chunk_size: int = 256) -> dict:
-    """Token-mean CE (and perplexity) over the assistant tokens of all examples, and per task."""
+    """Token-mean CE (and perplexity) over the assistant tokens of all examples, and per task
+    (under data parallelism each process scores its share; the sums are added up)."""
     device = next(model.parameters()).device
-    examples = sorted(pools[LABEL] + pools[RATIONALE], key=lambda e: e.length)
+    dist = Dist.from_env()
+    examples = dist.shard(sorted(pools[LABEL] + pools[RATIONALE], key=lambda e: e.length))
     sums = {LABEL: 0.0, RATIONALE: 0.0}
     counts = {LABEL: 0, RATIONALE: 0}
     weight, bias = output_head(model)
@@ -206,6 +215,8 @@ def heldout_loss(model, pools: dict[str, list[Example]], pad_id: int, batch_size
                 sel = task[c : c + chunk_size] == flag
                 sums[name] += float(nll[sel].sum())
                 counts[name] += int(sel.sum())
+    summed = dist.sum_floats({f"{n}_sum": sums[n] for n in TASKS} | {f"{n}_count": counts[n] for n in TASKS})
+    sums, counts = ({n: summed[f"{n}_sum"] for n in TASKS}, {n: int(summed[f"{n}_count"]) for n in TASKS})
     total = sum(counts.values())
     loss = sum(sums.values()) / total if total else None
     out = {"loss": loss, "ppl": math.exp(loss) if total else None}
