@@ -77,7 +77,7 @@ Multi-GPU: under `accelerate launch` or torchrun (WORLD_SIZE > 1) each process t
 of every step's batch; the loss terms are normalised by the whole batch's token counts and the
 gradients summed with one all-reduce, so the step equals the one-process step (tasks.distillation.
 distributed). Held-out loss and the evaluation answers are split and gathered; only the main
-process writes. A single process never touches accelerate (it measured no faster).
+process writes, and its checkpoints carry every process's own teacher memo and RNG state. A single process never touches accelerate (it measured no faster).
 
 A prompt longer than `max_length` minus its target keeps its first HEAD_TOKENS tokens (chat
 header, task tag) and its tail (end of the text, the question, the assistant header): the middle

@@ -40,6 +40,36 @@ torch.save({{"grads": grads, "terms": terms, "heldout": heldout, "history": hist
             "gathered": dist.gather(dist.shard(list(range(11))))}}, os.path.join({out!r}, f"rank{{dist.rank}}.pt"))
 """
 
+# Two processes train with checkpoints; with KILL, the first dies hard after its second checkpoint.
+RESUME_SCRIPT = """
+import os, signal, sys
+import torch
+sys.path.insert(0, {tests!r})
+from test_distill_parallel import setup
+from tasks.distillation import trainer
+from tasks.distillation.distributed import Dist
+
+dist = Dist.from_env()
+real, saved = trainer.save_checkpoint, []
+def save_then_die(path, state):
+    real(path, state)
+    saved.append(state["step"])
+    if {kill!r} and len(saved) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+trainer.save_checkpoint = save_then_die
+student, teacher, pools, params, pad_id = setup()
+params = params.model_copy(update={{"checkpoint_every": 2}})
+history = trainer.train(student, teacher, pools, params, pad_id, checkpoint_dir={ckpt!r}, progress=False)
+torch.save({{"weights": student.state_dict(), "history": history}}, os.path.join({out!r}, f"resumed{{dist.rank}}.pt"))
+"""
+
+
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    """Two CPU processes (gloo), one thread each."""
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args],
+                          cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+
 
 def setup():
     """The resume test's student, teacher (float32 here) and pools; 8 steps with on-policy and hidden-state terms."""
@@ -68,9 +98,7 @@ def one_step(dist: Dist) -> tuple[list[torch.Tensor], dict[str, float]]:
 def two(tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("dp")
     (out / "run.py").write_text(SCRIPT.format(tests=str(ROOT / "tests"), out=str(out)))
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(out / "run.py")], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    done = torchrun(str(out / "run.py"))
     assert done.returncode == 0, done.stderr[-3000:]
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
 
@@ -107,6 +135,32 @@ def test_two_processes_stay_in_sync_and_share_the_evaluation(two):
     assert h0[0]["tokens"] == reference[0]["tokens"]
 
 
+def test_two_killed_processes_resume_to_the_same_weights(two, tmp_path: Path):
+    """Each process's teacher memo and RNG go into the checkpoint, so the resumed pair takes the
+    uninterrupted pair's steps bit for bit."""
+    ckpt = tmp_path / "checkpoints"
+    for kill in (True, False):
+        script = tmp_path / f"kill{kill}.py"
+        script.write_text(RESUME_SCRIPT.format(tests=str(ROOT / "tests"), ckpt=str(ckpt), out=str(tmp_path), kill=kill))
+        done = torchrun(str(script))
+        if kill:
+            assert done.returncode != 0 and not list(tmp_path.glob("resumed*.pt")), done.stderr[-3000:]
+            [saved] = list(ckpt.glob("*.pt"))
+            state = torch.load(saved, weights_only=False)
+            assert state["step"] == 4 and len(state["processes"]) == 2
+            memo = [set(p["teacher_memo"]) for p in state["processes"]]
+            assert memo[0] and memo[1] and memo[0] != memo[1]  # each process memoised its own shares
+        else:
+            assert done.returncode == 0 and "resumed from" in done.stdout, done.stderr[-3000:]
+    assert not list(ckpt.glob("*.pt"))  # finished: nothing to resume
+    for rank in (0, 1):
+        resumed = torch.load(tmp_path / f"resumed{rank}.pt", weights_only=False)
+        for name, value in two[0]["weights"].items():
+            assert torch.equal(resumed["weights"][name], value), (rank, name)
+        # every logged term too; teacher_examples sums the processes' own counts, restored per process
+        assert [{**h, "seconds": 0} for h in resumed["history"]] == [{**h, "seconds": 0} for h in two[0]["history"]]
+
+
 def test_the_stage_runs_under_torchrun_with_two_processes(tmp_path: Path):
     pytest.importorskip("presidio_analyzer")  # the domains' recognizers
     from conftest import TINY_TEACHER
@@ -115,10 +169,7 @@ def test_the_stage_runs_under_torchrun_with_two_processes(tmp_path: Path):
     _, test = _stage_inputs(tmp_path, rationale=True)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({
         "domains": {"healthcare": {}}, "synthesize": {"teacher": TINY_TEACHER}, "distill": dict(TINY_PARAMS, eval_every=3)}))
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "tasks.distill",
-         "--domain", "healthcare", "--root", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    done = torchrun("-m", "tasks.distill", "--domain", "healthcare", "--root", str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "data/healthcare/distill"
     metrics = json.loads((out / "metrics.json").read_text())

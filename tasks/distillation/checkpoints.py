@@ -1,6 +1,7 @@
 """Resumable training: what a killed run needs to reach the same weights as an uninterrupted one
 (trainable weights, optimizer, schedule, RNG, data order, teacher memo), saved atomically under a
-key that hashes the params, the examples and the initial student."""
+key that hashes the params, the examples and the initial student. Under data parallelism the
+main process writes it, with each process's own teacher memo and RNG state (PER_PROCESS)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from tasks.distillation.distributed import Dist
 from tasks.distillation.examples import TASKS, Draws, Example
 from tasks.distillation.objectives import HiddenAlign
 from tasks.distillation.teacher import TeacherStates
@@ -57,6 +59,19 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+PER_PROCESS = ("teacher_memo", "teacher_computed", "rng")  # what differs between data-parallel processes
+
+
+def own_part(processes: list[dict], dist: Dist, path: Path) -> dict:
+    """This process's part of a checkpoint's per-process state (saved one per process)."""
+    if len(processes) == dist.world:
+        return processes[dist.rank]
+    if dist.main:  # the batch is split another way: the same step, not the same rounding
+        print(f"distill: {path} was written by {len(processes)} processes, this run has {dist.world}: "
+              "it resumes, but not bit for bit")
+    return processes[min(dist.rank, len(processes) - 1)]
 
 
 @dataclass

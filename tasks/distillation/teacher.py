@@ -111,8 +111,8 @@ class TeacherStates:
                               spans=spans, layers={i: torch.cat([g[i] for g in got]).float() for i in self.layers})
 
     def state(self, index: dict[int, tuple[str, int]]) -> dict:
-        """The memo for a checkpoint: hidden states only, keyed by (task, position in pool)."""
-        return {index[k]: {n: t for n, t in v.items() if n != "logits"} for k, v in self.cache.items() if k in index}
+        """The memo for a checkpoint: hidden states only (on the CPU), keyed by (task, position in pool)."""
+        return {index[k]: {n: t.cpu() for n, t in v.items() if n != "logits"} for k, v in self.cache.items() if k in index}
 
     def load(self, state: dict, pools: dict[str, list[Example]]) -> None:
         for (task, i), entry in state.items():

@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tasks.distillation.checkpoints import (
+    PER_PROCESS,
     Resumable,
+    own_part,
     run_key,
     save_checkpoint,
     trainable_parameters,
@@ -100,7 +102,7 @@ def train(student, teacher, pools: dict[str, list[Example]], params: Distill, pa
     path = Path(checkpoint_dir) / f"{key}.pt" if key else None
     if path is not None and path.exists():
         state = torch.load(path, weights_only=False, map_location="cpu")  # RNG states must stay on the CPU
-        resumable.load_state_dict(state)
+        resumable.load_state_dict(state | own_part(state.pop("processes"), dist, path))
         history, best, elapsed, start = state["history"], state["best"], state["seconds"], state["step"] + 1
         print(f"distill: resumed from {path} at step {state['step']}")
 
@@ -144,9 +146,13 @@ def train(student, teacher, pools: dict[str, list[Example]], params: Distill, pa
                 stop = bool(params.patience) and best["bad"] >= params.patience
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", kd=f"{row['kd']:.3f}", ce=f"{row['ce']:.3f}")
-        if path is not None and dist.main and step % params.checkpoint_every == 0 and step < params.steps and not stop:
-            save_checkpoint(path, {"key": key, "step": step, "history": history, "best": best,
-                                   "seconds": time.perf_counter() - started, **resumable.state_dict()})
+        if path is not None and step % params.checkpoint_every == 0 and step < params.steps and not stop:
+            state = resumable.state_dict()
+            # each process's teacher memo and RNG are its own: the main process saves every one
+            processes = dist.gather([{k: state.pop(k) for k in PER_PROCESS}])
+            if dist.main:
+                save_checkpoint(path, {"key": key, "step": step, "history": history, "best": best,
+                                       "seconds": time.perf_counter() - started, "processes": processes, **state})
         if stop:
             break
     bar.close()
