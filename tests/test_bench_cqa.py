@@ -231,3 +231,43 @@ def test_condense_bench_reads_full_over_training_seeds(tmp_path):
     assert over["accuracy"] == pytest.approx(np.mean([arms["m 10%"]["accuracy"], arms["m/s1 10%"]["accuracy"]]))
     assert "full" not in written["target"] and "full t1" not in written["target"]
     assert (tmp_path / "t.png").exists()
+
+
+def test_sbs_bench_pools_seeds_run_apart(tmp_path):
+    """bench/distill_sbs.py --combine: two processes' seeds make the table one process would
+    have made, and runs of another configuration are refused (no model, no data)."""
+    import json
+
+    from bench import distill_sbs as sbs
+
+    rng = np.random.default_rng(0)
+    init = (rng.random(200) < 0.2).astype(np.int8)
+    args = {"steps": 4, "lr": 3e-4, "seeds": "0", "out": "x", "combine": None}
+    acc = {("label", 0): 0.3, ("label+rat", 0): 0.35, ("label", 1): 0.25, ("label+rat", 1): 0.4}
+    correct = {k: (rng.random(200) < p).astype(np.int8) for k, p in acc.items()}
+
+    def result(seeds):
+        runs = [{"arm": arm, "seed": s, "correct": sbs.bits(correct[arm, s]), "label_loss": [1.0, 0.5], "accuracy": 0.0}
+                for s in seeds for arm in sbs.ARMS]
+        return {"args": {**args, "seeds": ",".join(map(str, seeds))}, "init_correct": sbs.bits(init), "runs": runs,
+                "init_accuracy": float(init.mean()), "n_test": 200, "seconds": 1.0}
+
+    together = result([0, 1])
+    sbs.report(together, tmp_path / "together")
+    for seed in (0, 1):
+        (tmp_path / f"s{seed}.json").write_text(json.dumps(result([seed])))
+    sbs.combine([tmp_path / "s0.json", tmp_path / "s1.json"], tmp_path / "pooled")
+    pooled = json.loads((tmp_path / "pooled.json").read_text())
+    for key in ("label_accuracy", "rationale_accuracy", "difference", "ci95", "per_seed_difference", "seeds"):
+        assert pooled[key] == together[key], key
+    label = np.concatenate([correct["label", 0], correct["label", 1]]).mean()
+    assert pooled["label_accuracy"] == pytest.approx(label) and pooled["seeds"] == [0, 1]
+    assert (tmp_path / "pooled.png").exists()
+
+    other = result([1]) | {"args": {**args, "seeds": "1", "lr": 1e-4}}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="lr"):
+        sbs.combine([tmp_path / "s0.json", tmp_path / "other.json"], tmp_path / "bad")
+    with pytest.raises(SystemExit, match="twice"):
+        sbs.combine([tmp_path / "s0.json", tmp_path / "s0.json"], tmp_path / "bad")
+    assert sbs.unbits(sbs.bits(init)).tolist() == init.tolist()
