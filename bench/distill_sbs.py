@@ -1,7 +1,9 @@
 """Distilling step-by-step on CommonsenseQA: label-only vs label + PaLM rationale, equal steps.
 
     taskset -c 0 env OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/distill_sbs.py \\
-        --steps 60 --seeds 0,1 --n-test 400            # the run in bench/results/distill_sbs.json (see "args")
+        --steps 400 --cache-at 24 --train-top 6 --n-test 0 --seeds 0,1 --out /tmp/sbs-s01  # and on core 1
+    ... --seeds 2,3 --out /tmp/sbs-s23, then: python bench/distill_sbs.py --combine /tmp/sbs-s01.json \\
+        /tmp/sbs-s23.json --out bench/results/distill_sbs-400steps-top6-4seeds    # that result (~75 min)
     ... bench/distill_sbs.py --steps 20 --seeds 0 --n-test 100                     # a quick look
     python bench/distill_sbs.py --device cuda --cache-at 0 --train-top 30 --steps 1218 --lr 5e-5 \
         --seeds 0 --n-test 0                # on a GPU: the whole student, no cache (~7 steps/s on an H100)
