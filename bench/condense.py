@@ -185,8 +185,7 @@ def load_reused(args) -> dict[str, dict]:
             if "correct_bits" not in a:
                 raise SystemExit(f"--reuse {path}: arm {name!r} has no per-question results (run before they were saved)")
             if name not in arms:
-                bits = a.pop("correct_bits")
-                arms[name] = {**a, "correct": np.array([c == "1" for c in bits]), "reused_from": path}
+                arms[name] = {**a, "correct": cqa.unbits(a.pop("correct_bits")), "reused_from": path}
     if arms:
         print(f"reused {len(arms)} arms: {', '.join(arms)}", flush=True)
     return arms
@@ -433,7 +432,7 @@ def table(args, arms: dict, started: float) -> None:
               "scorer": "cloze: sum log-prob of 'Answer: <choice>' + end-of-turn, argmax of 5", "table": lines,
               "target": target, "versus_random": verdicts, "seconds": round(time.perf_counter() - started, 1),
               "load_avg_end": cqa.loadavg(), "arms": {k: {**{kk: vv for kk, vv in v.items() if kk != "correct"},
-                             "correct_bits": "".join("1" if c else "0" for c in v["correct"])}  # per test question, for re-analysis
+                             "correct_bits": cqa.bits(v["correct"])}  # per test question, for re-analysis
                          for k, v in arms.items()}}
     out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
     plot(result, out.with_suffix(".png"))

@@ -46,7 +46,7 @@ def main() -> None:
     args = ap.parse_args()
     arms = {n: a for f in args.results.split(",") for n, a in json.loads(Path(f).read_text())["arms"].items()}
     accuracy = {n: a["accuracy"] for n, a in arms.items()}
-    bits = {n: np.array([c == "1" for c in a["correct_bits"]]) for n, a in arms.items() if "correct_bits" in a}
+    bits = {n: cqa.unbits(a["correct_bits"]) for n, a in arms.items() if "correct_bits" in a}
     train, test = cqa.load_rows("train"), cqa.load_rows("test")
     x = cz.embed_texts([r["text"] for r in train + test], "lsa", 0)
     x_train, x_test = x[: len(train)], x[len(train):]

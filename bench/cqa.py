@@ -401,6 +401,16 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n: int = 10_000, seed: int = 
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def bits(correct: np.ndarray) -> str:
+    """Per-question results as one "0"/"1" string (1,221 characters for all of CQA's test set),
+    kept in result files so later runs and analyses can pair them by question."""
+    return "".join("1" if c else "0" for c in correct)
+
+
+def unbits(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode(), dtype=np.uint8) == ord("1")
+
+
 def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 

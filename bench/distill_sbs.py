@@ -92,7 +92,7 @@ def main() -> None:
     result = {"args": vars(args), "student": kit.describe(), "device": models.device_name(kit.device), "scorer": "cloze: sum log-prob of 'Answer: <choice>' + end-of-turn, argmax of 5",
               "n_train": len(pools[ds.LABEL]), "n_rationales": len(pools[ds.RATIONALE]), "n_test": len(test_rows),
               "init_accuracy": float(init["correct"].mean()), "init_letter_accuracy": float(init["letter_correct"].mean()),
-              "init_correct": bits(init["correct"]), "load_avg_start": load0, "runs": []}
+              "init_correct": cqa.bits(init["correct"]), "load_avg_start": load0, "runs": []}
     for seed in [int(s) for s in args.seeds.split(",")]:
         for arm in ARMS:
             params = cqa.distill_params(args.steps, args.batch_size, args.lr, args.rationale_weight, seed, arm == "label+rat")
@@ -104,7 +104,7 @@ def main() -> None:
             s = kit.score(student, test_rows, desc=f"score {arm} s{seed}")
             kit.save_cache()
             lo, hi = cqa.paired_bootstrap(init["correct"], s["correct"])
-            result["runs"].append({"seed": seed, "arm": arm, "accuracy": float(s["correct"].mean()), "correct": bits(s["correct"]),
+            result["runs"].append({"seed": seed, "arm": arm, "accuracy": float(s["correct"].mean()), "correct": cqa.bits(s["correct"]),
                                    "gain_vs_untrained": float(s["correct"].mean() - init["correct"].mean()), "gain_ci95": [lo, hi],
                                    "gold_logprob": float(s["gold_logprob"].mean()), "margin": float(s["margin"].mean()),
                                    "train_seconds": round(seconds, 1), "load_avg": cqa.loadavg(),
@@ -119,21 +119,12 @@ def main() -> None:
     report(result, Path(args.out))
 
 
-def bits(correct: np.ndarray) -> str:
-    """Per-question 0/1 results as one compact string (1,221 characters for all of CQA's test set)."""
-    return "".join(map(str, correct.astype(int)))
-
-
-def unbits(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode(), dtype=np.uint8) - ord("0")
-
-
 def report(result: dict, out: Path) -> None:
     """The difference over every seed with its paired bootstrap CI, each arm against the untrained
     student; printed, and written to out .json and .png."""
-    init = unbits(result["init_correct"])
+    init = cqa.unbits(result["init_correct"])
     seeds = sorted({r["seed"] for r in result["runs"]})
-    by = {(r["arm"], r["seed"]): unbits(r["correct"]) for r in result["runs"]}
+    by = {(r["arm"], r["seed"]): cqa.unbits(r["correct"]) for r in result["runs"]}
     a, b = (np.stack([by[arm, seed] for seed in seeds]) for arm in ARMS)
     lo, hi = cqa.paired_bootstrap(a, b)
     result.update(seeds=seeds, label_accuracy=float(a.mean()), rationale_accuracy=float(b.mean()),

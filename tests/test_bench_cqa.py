@@ -247,9 +247,9 @@ def test_sbs_bench_pools_seeds_run_apart(tmp_path):
     correct = {k: (rng.random(200) < p).astype(np.int8) for k, p in acc.items()}
 
     def result(seeds):
-        runs = [{"arm": arm, "seed": s, "correct": sbs.bits(correct[arm, s]), "label_loss": [1.0, 0.5], "accuracy": 0.0}
+        runs = [{"arm": arm, "seed": s, "correct": cqa.bits(correct[arm, s]), "label_loss": [1.0, 0.5], "accuracy": 0.0}
                 for s in seeds for arm in sbs.ARMS]
-        return {"args": {**args, "seeds": ",".join(map(str, seeds))}, "init_correct": sbs.bits(init), "runs": runs,
+        return {"args": {**args, "seeds": ",".join(map(str, seeds))}, "init_correct": cqa.bits(init), "runs": runs,
                 "init_accuracy": float(init.mean()), "n_test": 200, "seconds": 1.0}
 
     together = result([0, 1])
@@ -270,4 +270,4 @@ def test_sbs_bench_pools_seeds_run_apart(tmp_path):
         sbs.combine([tmp_path / "s0.json", tmp_path / "other.json"], tmp_path / "bad")
     with pytest.raises(SystemExit, match="twice"):
         sbs.combine([tmp_path / "s0.json", tmp_path / "s0.json"], tmp_path / "bad")
-    assert sbs.unbits(sbs.bits(init)).tolist() == init.tolist()
+    assert cqa.unbits(cqa.bits(init)).tolist() == init.tolist()
