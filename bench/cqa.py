@@ -215,7 +215,7 @@ class Kit:
         if self._prefix_state is None:
             with autocast("cpu"):
                 out = self.bottom(input_ids=torch.tensor([self.prefix_ids]), use_cache=True)
-            self._prefix_state = (out[0][0].float(), out.past_key_values)
+            self._prefix_state = (out[0][0].float(), models.kv_cache_of(out))
         h, past = self._prefix_state
         cache = DynamicCache()
         for i, layer in enumerate(past.layers):
@@ -246,7 +246,8 @@ class Kit:
                 pos[b, : len(s) - P] = p[P:]
         kwargs = {}
         if P:
-            h_pre, kwargs["past_key_values"] = self._prefix(len(batch))
+            h_pre, cache = self._prefix(len(batch))
+            kwargs = models.kv_cache_kwarg(self.bottom, cache)
         with autocast("cpu"):
             h = self.bottom(input_ids=ids, attention_mask=mask, position_ids=pos, **kwargs)[0].float()
         for b, (k, s, _, _) in enumerate(batch):

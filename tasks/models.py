@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import os
 import shutil
 from pathlib import Path
@@ -72,6 +73,18 @@ def resolve_model(spec: str) -> str:
     except OSError:  # a concurrent process got there first; its folder is complete, and in use
         shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
+
+
+def kv_cache_kwarg(model, cache) -> dict:
+    """`{name: cache}` for `model`'s forward: transformers 5.2x renamed `past_key_values` to
+    `cache` and drops the old name in 5.40, while older 5.x only know the old one."""
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return {name: cache}
+
+
+def kv_cache_of(output):
+    """The key/value cache a forward returned, under either name (see `kv_cache_kwarg`)."""
+    return output["cache"] if "cache" in output else output["past_key_values"]
 
 
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:

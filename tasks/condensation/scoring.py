@@ -166,9 +166,9 @@ def hidden_batches(model, pairs: list[tuple[list[int], list[int]]], pad_id: int,
         # contexts entered per call, not around the generator: their state is per thread, and
         # the caller's code between two batches must not run under them
         with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-            return base(input_ids=ids.to(device), past_key_values=cache, use_cache=cache is not None or shared > 0)
+            return base(input_ids=ids.to(device), use_cache=cache is not None or shared > 0, **models.kv_cache_kwarg(base, cache))
 
-    prefix = forward(torch.tensor([pairs[0][0][:shared]])).past_key_values if shared else None
+    prefix = models.kv_cache_of(forward(torch.tensor([pairs[0][0][:shared]]))) if shared else None
     for rows in tqdm(length_batches(lengths, batch_size, max_tokens), desc=desc, unit="batch", leave=False):
         width = max(lengths[i] for i in rows)
         ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
