@@ -246,8 +246,7 @@ class Kit:
                 pos[b, : len(s) - P] = p[P:]
         kwargs = {}
         if P:
-            h_pre, cache = self._prefix(len(batch))
-            kwargs = models.kv_cache_kwarg(self.bottom, cache)
+            h_pre, kwargs[models.kv_cache_name(self.bottom)] = self._prefix(len(batch))
         with autocast("cpu"):
             h = self.bottom(input_ids=ids, attention_mask=mask, position_ids=pos, **kwargs)[0].float()
         for b, (k, s, _, _) in enumerate(batch):

@@ -75,15 +75,14 @@ def resolve_model(spec: str) -> str:
     return str(target)
 
 
-def kv_cache_kwarg(model, cache) -> dict:
-    """`{name: cache}` for `model`'s forward: transformers 5.2x renamed `past_key_values` to
-    `cache` and drops the old name in 5.40, while older 5.x only know the old one."""
-    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    return {name: cache}
+def kv_cache_name(model) -> str:
+    """The keyword `model`'s forward takes its key/value cache under: `cache`, or `past_key_values`
+    in transformers versions before the rename (5.25 warns that the old name goes in 5.40)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def kv_cache_of(output):
-    """The key/value cache a forward returned, under either name (see `kv_cache_kwarg`)."""
+    """The key/value cache a forward returned, under either name (see `kv_cache_name`)."""
     return output["cache"] if "cache" in output else output["past_key_values"]
 
 

@@ -161,12 +161,13 @@ def hidden_batches(model, pairs: list[tuple[list[int], list[int]]], pad_id: int,
     shared = common_prefix([p for p, _ in pairs])
     shared = shared if shared >= MIN_PREFIX else 0
     lengths = [len(p) + len(t) - shared for p, t in pairs]
+    kv_name = models.kv_cache_name(base)
 
     def forward(ids: torch.Tensor, cache=None):
         # contexts entered per call, not around the generator: their state is per thread, and
         # the caller's code between two batches must not run under them
         with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-            return base(input_ids=ids.to(device), use_cache=cache is not None or shared > 0, **models.kv_cache_kwarg(base, cache))
+            return base(input_ids=ids.to(device), use_cache=cache is not None or shared > 0, **{kv_name: cache})
 
     prefix = models.kv_cache_of(forward(torch.tensor([pairs[0][0][:shared]]))) if shared else None
     for rows in tqdm(length_batches(lengths, batch_size, max_tokens), desc=desc, unit="batch", leave=False):
