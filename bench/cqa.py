@@ -188,6 +188,7 @@ class Kit:
             for p in self.bottom.parameters():
                 p.requires_grad = False
             self.bottom.eval()
+            self.kv_name = models.kv_cache_name(self.bottom)
         if cache_file == "default":
             cache_file = CACHE / f"{Path(self.path).name}-bottom{cache_at}.pt"
         self.cache_file = Path(cache_file) if cache_file else None
@@ -246,7 +247,8 @@ class Kit:
                 pos[b, : len(s) - P] = p[P:]
         kwargs = {}
         if P:
-            h_pre, kwargs[models.kv_cache_name(self.bottom)] = self._prefix(len(batch))
+            h_pre, cache = self._prefix(len(batch))
+            kwargs = {self.kv_name: cache}
         with autocast("cpu"):
             h = self.bottom(input_ids=ids, attention_mask=mask, position_ids=pos, **kwargs)[0].float()
         for b, (k, s, _, _) in enumerate(batch):
